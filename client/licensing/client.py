@@ -1,0 +1,142 @@
+"""A typed Python client for LicenseService over the generated stubs.
+
+    from licensing.client import LicensingClient
+    with LicensingClient("127.0.0.1:7443", token="...") as client:
+        status = client.status()
+        decision = client.check_write("route", Operation.CREATE)
+
+Errors raise `LicensingError`, which carries the status code and the stable
+reason code from the google.rpc.ErrorInfo in the status details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from enum import IntEnum
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from licensing.v1 import licensing_pb2 as pb
+from licensing.v1 import licensing_pb2_grpc
+
+DEFAULT_TARGET = "127.0.0.1:7443"
+DEFAULT_TIMEOUT = 10.0
+
+Response = TypeVar("Response")
+
+
+class Operation(IntEnum):
+    CREATE = pb.OPERATION_CREATE
+    UPDATE = pb.OPERATION_UPDATE
+    DELETE = pb.OPERATION_DELETE
+    READ = pb.OPERATION_READ
+
+
+class LicensingError(Exception):
+    """A failed call: `code` is the gRPC status, `reason` the ErrorInfo reason (e.g. MALFORMED)."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
+        super().__init__(f"{code.name} {reason}: {message}" if reason else f"{code.name}: {message}")
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+    @staticmethod
+    def from_rpc_error(error: grpc.RpcError) -> LicensingError:
+        reason = ""
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        if status is not None:
+            for detail in status.details:
+                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    reason = info.reason
+                    break
+        return LicensingError(error.code(), reason, error.details() or "")
+
+
+def reason_of(error: grpc.RpcError) -> str:
+    """The ErrorInfo reason of a failed call, or "" if it has none."""
+    return LicensingError.from_rpc_error(error).reason
+
+
+class LicensingClient:
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        token: str | None = None,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        if channel is None:
+            if tls:
+                channel = grpc.secure_channel(
+                    target, grpc.ssl_channel_credentials(root_certificates=root_certificates)
+                )
+            else:
+                channel = grpc.insecure_channel(target)
+        self._channel = channel
+        self._stub = licensing_pb2_grpc.LicenseServiceStub(channel)
+        self._metadata: Sequence[tuple[str, str]] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        self._timeout = timeout
+
+    def __enter__(self) -> LicensingClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: Callable[..., Response], request: Any) -> Response:
+        try:
+            return method(request, metadata=self._metadata, timeout=self._timeout)
+        except grpc.RpcError as error:
+            raise LicensingError.from_rpc_error(error) from None
+
+    def upload(self, license_text: str) -> pb.UploadResponse:
+        """Verify and apply a license; raises LicensingError(reason=MALFORMED, ...) on rejection."""
+        return self._call(self._stub.Upload, pb.UploadRequest(license=license_text))
+
+    def validate(self, license_text: str) -> pb.ValidateResponse:
+        """Check a license without applying it, and see what applying it would do."""
+        return self._call(self._stub.Validate, pb.ValidateRequest(license=license_text))
+
+    def status(self) -> pb.GetStatusResponse:
+        return self._call(self._stub.GetStatus, pb.GetStatusRequest())
+
+    def report_usage(
+        self, instance_id: str, cores: int, *, stopping: bool = False
+    ) -> pb.ReportUsageResponse:
+        return self._call(
+            self._stub.ReportUsage,
+            pb.ReportUsageRequest(instance_id=instance_id, cores=cores, stopping=stopping),
+        )
+
+    def check_write(
+        self, resource_type: str, operation: Operation | int, feature: str = ""
+    ) -> pb.CheckWriteResponse:
+        return self._call(
+            self._stub.CheckWrite,
+            pb.CheckWriteRequest(
+                resource_type=resource_type, operation=int(operation), feature=feature
+            ),
+        )
+
+    def usage_history(self, days: int = 0) -> pb.GetUsageHistoryResponse:
+        return self._call(self._stub.GetUsageHistory, pb.GetUsageHistoryRequest(days=days))

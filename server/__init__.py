@@ -1,0 +1,1 @@
+"""LicenseService: the license-enforcement policy decision service."""

@@ -1,0 +1,262 @@
+"""The one place that wires the service: store, service, evaluator, gRPC server, health."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from licensing.v1 import licensing_pb2, licensing_pb2_grpc
+
+from server.auth import BearerTokenAuth, Role
+from server.config import Config, ConfigError, is_loopback, load_config
+from server.domain.clock import Clock, SystemClock
+from server.domain.license import load_public_key, private_key_pem, public_key_pem
+from server.evaluator import Evaluator
+from server.service import ConfigurationError, LicensingService, ServiceSettings
+from server.servicer import LicenseServicer
+from server.store import Store, StoreError
+
+log = logging.getLogger("licensing")
+
+SERVICE_NAME = licensing_pb2.DESCRIPTOR.services_by_name["LicenseService"].full_name
+DEV_KEY_ID = "dev"
+DEV_KEY_DIR = "dev-signing-key"
+# a license is a few KiB; leave room for operators pasting one with junk around it
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+class StartupError(Exception):
+    pass
+
+
+def development_key(data_dir: Path) -> tuple[Path, Ed25519PublicKey]:
+    """Make (once) and return the local development signing key pair."""
+    key_dir = data_dir / DEV_KEY_DIR
+    private_path = key_dir / f"{DEV_KEY_ID}.private.pem"
+    public_path = key_dir / f"{DEV_KEY_ID}.public.pem"
+    if not private_path.exists():
+        key_dir.mkdir(parents=True, exist_ok=True)
+        key = Ed25519PrivateKey.generate()
+        private_path.touch(mode=0o600)
+        private_path.write_bytes(private_key_pem(key))
+        public_path.write_bytes(public_key_pem(key.public_key()))
+    return private_path, load_public_key(public_path.read_bytes())
+
+
+def trusted_keys(config: Config) -> dict[str, Ed25519PublicKey]:
+    keys: dict[str, Ed25519PublicKey] = {}
+    for kid, path in config.trusted_key_paths().items():
+        try:
+            keys[kid] = load_public_key(path.read_bytes())
+        except (OSError, ValueError) as error:
+            raise StartupError(f"trusted key {kid!r} ({path}): {error}") from None
+    if config.dev:
+        private_path, public = development_key(Path(config.data_dir))
+        keys[DEV_KEY_ID] = public
+        log.warning(
+            "DEVELOPMENT MODE: trusting the local development signing key %r (private key %s). "
+            "Anyone holding it can mint licenses: never run --dev in production",
+            DEV_KEY_ID,
+            private_path,
+        )
+    if not keys:
+        log.warning("no trusted keys configured: every license will be rejected as UNKNOWN_KEY")
+    return keys
+
+
+def tokens(config: Config) -> dict[Role, list[str]]:
+    return {
+        Role.ADMIN: config.admin_token,
+        Role.GATEWAY: config.gateway_token,
+        Role.CONTROL_PLANE: config.control_plane_token,
+    }
+
+
+@dataclass
+class RunningServer:
+    """A started server and everything behind it; `stop()` drains and closes it."""
+
+    server: grpc.Server
+    port: int
+    service: LicensingService
+    store: Store
+    health: health.HealthServicer
+    evaluator: Evaluator
+    extras: list[Any]
+
+    def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        for extra in self.extras:
+            extra.stop()
+        self.evaluator.stop()
+        self.store.close()
+
+
+def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
+    """Open the store, catch up on missed days, and serve; health flips to SERVING when ready."""
+    clock = clock or SystemClock()
+    host = config.listen_host
+    loopback = is_loopback(host)
+    auth_tokens = tokens(config)
+    if not any(auth_tokens.values()) and not loopback:
+        raise StartupError(
+            f"refusing to serve {config.listen} without authentication: set "
+            "LICENSING_ADMIN_TOKEN (and the gateway and control-plane tokens), or listen on "
+            "loopback only"
+        )
+    if not config.tls_cert and not loopback and not config.allow_plaintext:
+        raise StartupError(
+            f"refusing to serve {config.listen} in plaintext: configure --tls-cert and --tls-key, "
+            "or pass --allow-plaintext"
+        )
+    keys = trusted_keys(config)
+
+    health_servicer = health.HealthServicer()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    interceptors = [BearerTokenAuth(auth_tokens)] if any(auth_tokens.values()) else []
+    if not interceptors:
+        log.warning("no tokens configured: every call is allowed (loopback only)")
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="grpc"),
+        interceptors=interceptors,
+        options=[
+            # two servers must never silently share a port
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    try:
+        if config.tls_cert and config.tls_key:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())]
+            )
+            port = server.add_secure_port(config.listen, credentials)
+        else:
+            port = server.add_insecure_port(config.listen)
+    except OSError as error:
+        raise StartupError(f"cannot read TLS files: {error}") from None
+    except RuntimeError as error:
+        raise StartupError(f"cannot listen on {config.listen}: {error}") from None
+    if port == 0:
+        raise StartupError(f"cannot listen on {config.listen}: the address is in use or invalid")
+    try:
+        store = Store(Path(config.data_dir))
+        service = LicensingService(
+            store,
+            clock,
+            ServiceSettings(
+                trusted_keys=keys,
+                deployment_id=config.deployment_id,
+                timezone=config.timezone,
+                instance_ttl=config.instance_ttl,
+                expiry_warning_days=config.expiry_warning_days,
+                report_interval=config.report_interval,
+                development_mode=config.dev,
+            ),
+        )
+        # days missed while the service was down are evaluated before it answers anything
+        service.tick()
+    except (StoreError, ConfigurationError) as error:
+        server.stop(None)
+        raise StartupError(str(error)) from None
+    licensing_pb2_grpc.add_LicenseServiceServicer_to_server(LicenseServicer(service), server)
+    server.start()
+    evaluator = Evaluator(service, config.evaluation_interval)
+    evaluator.start()
+    extras: list[Any] = []
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "serving licensing.v1.LicenseService on %s (port %d, %s), deployment %s",
+        config.listen,
+        port,
+        "TLS" if config.tls_cert else "plaintext",
+        service.deployment.deployment_id,
+    )
+    return RunningServer(server, port, service, store, health_servicer, evaluator, extras)
+
+
+@contextmanager
+def run_server(config: Config, clock: Clock | None = None) -> Iterator[RunningServer]:
+    running = start_server(config, clock)
+    try:
+        yield running
+    finally:
+        running.stop(grace=1.0)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(config: Config) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if config.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level.upper())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = load_config(argv)
+    except ConfigError as error:
+        print(f"license-server: {error}", file=sys.stderr)
+        return 2
+    configure_logging(config)
+    log.info("effective configuration: %s", json.dumps(config.redacted()))
+    try:
+        running = start_server(config)
+    except StartupError as error:
+        log.error("cannot start: %s", error)
+        return 1
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: draining", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    stopping.wait()
+    running.stop()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

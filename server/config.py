@@ -1,0 +1,315 @@
+"""Configuration from flags, environment variables and a TOML file, in that order of precedence.
+
+Every option has all three: the flag `--trusted-key`, the environment variable
+`LICENSING_TRUSTED_KEY` and the config-file key `trusted_key`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+ENV_PREFIX = "LICENSING_"
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _list(value: Any) -> list[str]:
+    """A list from a TOML array, repeated flags, or a comma-separated string."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, Mapping):
+        return [f"{k}={v}" for k, v in value.items()]
+    return [str(item).strip() for item in value if str(item).strip()]
+
+
+def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        converted = kind(value)
+        if converted <= 0:
+            raise ValueError(f"must be positive, got {value!r}")
+        return converted
+
+    return convert
+
+
+def _timezone(value: Any) -> str:
+    try:
+        ZoneInfo(str(value))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return str(value)
+
+
+def _optional_str(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    convert: Callable[[Any], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+    repeatable: bool = False
+    flag: bool = False
+    secret: bool = False
+
+
+OPTIONS: list[Option] = [
+    Option("listen", str, "127.0.0.1:7443", "address to serve gRPC on, HOST:PORT", "HOST:PORT"),
+    Option("data_dir", str, "data", "directory that holds the SQLite database", "DIR"),
+    Option(
+        "trusted_key",
+        _list,
+        [],
+        "a trusted Ed25519 public key, KID=PATH to a PEM file (repeatable)",
+        "KID=PATH",
+        repeatable=True,
+    ),
+    Option("deployment_id", _optional_str, None, "pin the deployment ID instead of making one", "ID"),
+    Option("tls_cert", _optional_str, None, "TLS certificate chain (PEM)", "PATH"),
+    Option("tls_key", _optional_str, None, "TLS private key (PEM)", "PATH"),
+    Option(
+        "allow_plaintext",
+        _bool,
+        False,
+        "serve without TLS on a non-loopback address (loopback never needs this)",
+        flag=True,
+    ),
+    Option(
+        "dev",
+        _bool,
+        False,
+        "development mode: make and trust a local development signing key (never in production)",
+        flag=True,
+    ),
+    Option("timezone", _timezone, "UTC", "time zone whose midnights end the usage days", "ZONE"),
+    Option(
+        "instance_ttl",
+        _positive(float),
+        30.0,
+        "seconds an instance keeps counting after its last report",
+        "SECONDS",
+    ),
+    Option(
+        "expiry_warning_days",
+        _positive(int),
+        30,
+        "warn this many days before the license ends",
+        "DAYS",
+    ),
+    Option(
+        "report_interval",
+        _positive(float),
+        10.0,
+        "seconds gateways are told to wait between reports (jittered +-10%%)",
+        "SECONDS",
+    ),
+    Option(
+        "evaluation_interval",
+        _positive(float),
+        5.0,
+        "seconds between evaluator wake-ups (at most 30)",
+        "SECONDS",
+    ),
+    Option("max_workers", _positive(int), 32, "gRPC handler threads", "N"),
+    Option("license_file", _optional_str, None, "license file to load and poll (GitOps)", "PATH"),
+    Option(
+        "license_poll_interval",
+        _positive(float),
+        5.0,
+        "seconds between license file polls",
+        "SECONDS",
+    ),
+    Option(
+        "metrics_listen",
+        _optional_str,
+        None,
+        "serve Prometheus metrics over HTTP on HOST:PORT (off when unset)",
+        "HOST:PORT",
+    ),
+    Option("log_format", str, "text", "log format: text or json", "FORMAT"),
+    Option("log_level", str, "INFO", "log level: DEBUG, INFO, WARNING, ERROR", "LEVEL"),
+    Option("admin_token", _list, [], "admin bearer tokens, comma-separated", "TOKENS", secret=True),
+    Option("gateway_token", _list, [], "gateway bearer tokens, comma-separated", "TOKENS", secret=True),
+    Option(
+        "control_plane_token",
+        _list,
+        [],
+        "control-plane bearer tokens, comma-separated",
+        "TOKENS",
+        secret=True,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: str
+    data_dir: str
+    trusted_key: list[str]
+    deployment_id: str | None
+    tls_cert: str | None
+    tls_key: str | None
+    allow_plaintext: bool
+    dev: bool
+    timezone: str
+    instance_ttl: float
+    expiry_warning_days: int
+    report_interval: float
+    evaluation_interval: float
+    max_workers: int
+    license_file: str | None
+    license_poll_interval: float
+    metrics_listen: str | None
+    log_format: str
+    log_level: str
+    admin_token: list[str]
+    gateway_token: list[str]
+    control_plane_token: list[str]
+
+    def trusted_key_paths(self) -> dict[str, Path]:
+        keys: dict[str, Path] = {}
+        for item in self.trusted_key:
+            kid, sep, path = item.partition("=")
+            if not sep or not kid.strip() or not path.strip():
+                raise ConfigError(f"trusted key {item!r} is not KID=PATH")
+            keys[kid.strip()] = Path(path.strip())
+        return keys
+
+    @property
+    def listen_host(self) -> str:
+        return split_host_port(self.listen)[0]
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration, fit for a log line: tokens show only how many there are."""
+        shown: dict[str, Any] = {}
+        for option in OPTIONS:
+            value = getattr(self, option.name)
+            shown[option.name] = f"<{len(value)} redacted>" if option.secret else value
+        return shown
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"address {address!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def env_name(option_name: str) -> str:
+    return ENV_PREFIX + option_name.upper()
+
+
+def flag_name(option_name: str) -> str:
+    return "--" + option_name.replace("_", "-")
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="license-server",
+        description="LicenseService: verifies signed licenses, meters data-plane cores and "
+        "decides whether configuration writes may go ahead.",
+        epilog=f"Every option can also be set by the environment variable {ENV_PREFIX}<NAME> "
+        "(e.g. LICENSING_DATA_DIR) or by the key <name> in the --config TOML file; flags win "
+        "over the environment, which wins over the file.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file (env LICENSING_CONFIG)")
+    for option in OPTIONS:
+        if option.secret:
+            continue  # tokens come from the environment or the file, never the command line
+        kwargs: dict[str, Any] = {"dest": option.name, "default": None, "help": option.help}
+        if option.flag:
+            kwargs["action"] = "store_const"
+            kwargs["const"] = True
+        elif option.repeatable:
+            kwargs["action"] = "append"
+            kwargs["metavar"] = option.metavar
+        else:
+            kwargs["metavar"] = option.metavar
+        parser.add_argument(flag_name(option.name), **kwargs)
+    return parser
+
+
+def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    args = argument_parser().parse_args(argv)
+    config_path = args.config or environ.get(env_name("config"))
+    file_values: dict[str, Any] = {}
+    if config_path:
+        try:
+            with open(config_path, "rb") as handle:
+                file_values = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"cannot read config file {config_path}: {error}") from None
+        known = {o.name for o in OPTIONS}
+        unknown = sorted(set(file_values) - known - {"trusted_keys"})
+        if unknown:
+            raise ConfigError(f"unknown keys in {config_path}: {', '.join(unknown)}")
+        if "trusted_keys" in file_values:
+            file_values.setdefault("trusted_key", file_values.pop("trusted_keys"))
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw: Any = getattr(args, option.name, None)
+        source = flag_name(option.name)
+        if raw is None and env_name(option.name) in environ:
+            raw, source = environ[env_name(option.name)], env_name(option.name)
+        if raw is None and option.name in file_values:
+            raw, source = file_values[option.name], f"{config_path}: {option.name}"
+        if raw is None:
+            values[option.name] = option.default
+            continue
+        try:
+            values[option.name] = option.convert(raw)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"{source}: {error}") from None
+    config = Config(**values)
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    split_host_port(config.listen)
+    if config.metrics_listen:
+        split_host_port(config.metrics_listen)
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if config.log_format not in {"text", "json"}:
+        raise ConfigError(f"--log-format must be text or json, not {config.log_format!r}")
+    if config.evaluation_interval > 30:
+        raise ConfigError("--evaluation-interval must be at most 30 seconds")
+    config.trusted_key_paths()
+
+
+CONFIG_FIELDS = {f.name for f in fields(Config)}

@@ -1,0 +1,166 @@
+"""Core usage: which gateway instances count at an instant, and a day's peak.
+
+An instance counts from a report until its next report, until `ttl` after its
+last report, or until it reports that it is stopping. Consecutive reports of
+the same cores extend one interval, so storage grows with changes in usage,
+not with the number of reports.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+INSTANCE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+MAX_CORES = 4096
+
+
+class UsageRejected(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def check_report(instance_id: str, cores: int, stopping: bool) -> None:
+    """A report names an instance and the cores it can use; anything else changes nothing."""
+    if not INSTANCE_ID_PATTERN.fullmatch(instance_id):
+        raise UsageRejected(
+            "INVALID_INSTANCE_ID",
+            "instance_id must be 1 to 128 characters of letters, digits and '._:-'",
+        )
+    if stopping and cores == 0:
+        return
+    if not 1 <= cores <= MAX_CORES:
+        raise UsageRejected(
+            "INVALID_CORES",
+            f"cores must be 1 to {MAX_CORES} (or 0 together with stopping); got {cores}",
+        )
+
+
+# (interval_id, instance_id, cores, started_at, last_seen_at, ended_at): one stored row.
+IntervalRow = tuple[int, str, int, float, float, float | None]
+
+
+@dataclass(slots=True)
+class UsageInterval:
+    """A span during which one instance counted with the same cores."""
+
+    interval_id: int
+    instance_id: str
+    cores: int
+    started_at: float
+    last_seen_at: float
+    ended_at: float | None = None
+
+    def row(self) -> IntervalRow:
+        return (
+            self.interval_id,
+            self.instance_id,
+            self.cores,
+            self.started_at,
+            self.last_seen_at,
+            self.ended_at,
+        )
+
+
+def counting_until(row: IntervalRow, ttl: float) -> float:
+    """The instant an interval stops counting."""
+    ended_at = row[5]
+    return ended_at if ended_at is not None else row[4] + ttl
+
+
+class UsageTracker:
+    """The live intervals, one per instance. Not thread-safe: the caller serialises."""
+
+    def __init__(self, ttl: float, live: Iterable[UsageInterval] = (), next_id: int = 1) -> None:
+        self.ttl = ttl
+        self._live: dict[str, UsageInterval] = {i.instance_id: i for i in live}
+        self._next_id = next_id
+
+    def report(self, instance_id: str, cores: int, stopping: bool, now: float) -> list[IntervalRow]:
+        """Apply one report; returns the rows to store."""
+        changed: list[IntervalRow] = []
+        current = self._live.get(instance_id)
+        if current is not None:
+            # reports racing between threads may arrive a hair out of order
+            now = max(now, current.last_seen_at)
+            if now >= current.last_seen_at + self.ttl:
+                current.ended_at = current.last_seen_at + self.ttl
+                changed.append(current.row())
+                del self._live[instance_id]
+                current = None
+        if stopping:
+            if current is not None:
+                current.last_seen_at = current.ended_at = now
+                changed.append(current.row())
+                del self._live[instance_id]
+            return changed
+        if current is not None and current.cores == cores:
+            current.last_seen_at = now
+            changed.append(current.row())
+            return changed
+        if current is not None:
+            current.last_seen_at = current.ended_at = now
+            changed.append(current.row())
+        started = UsageInterval(self._next_id, instance_id, cores, now, now)
+        self._next_id += 1
+        self._live[instance_id] = started
+        changed.append(started.row())
+        return changed
+
+    def expire(self, now: float) -> list[IntervalRow]:
+        """Close the intervals of instances silent for longer than the TTL."""
+        changed: list[IntervalRow] = []
+        for instance_id, interval in list(self._live.items()):
+            if now >= interval.last_seen_at + self.ttl:
+                interval.ended_at = interval.last_seen_at + self.ttl
+                changed.append(interval.row())
+                del self._live[instance_id]
+        return changed
+
+    def current_total(self, now: float) -> tuple[int, int]:
+        """(total cores, instances) counting at `now`."""
+        total = count = 0
+        for interval in self._live.values():
+            if now < interval.last_seen_at + self.ttl:
+                total += interval.cores
+                count += 1
+        return total, count
+
+
+@dataclass(frozen=True)
+class DayPeak:
+    peak_cores: int
+    # The first instant the peak was reached; None for a day without usage.
+    peak_at: float | None
+    # (instance_id, cores) of the instances counting at peak_at.
+    instances: tuple[tuple[str, int], ...]
+
+
+def peak_between(rows: Iterable[IntervalRow], start: float, end: float, ttl: float) -> DayPeak:
+    """The largest total of cores at any instant of [start, end)."""
+    clipped: list[tuple[float, float, str, int]] = []
+    events: list[tuple[float, int]] = []
+    for row in rows:
+        begins = max(row[3], start)
+        ends = min(counting_until(row, ttl), end)
+        if begins < ends:
+            clipped.append((begins, ends, row[1], row[2]))
+            events.append((begins, row[2]))
+            # at one instant, an interval that ends sorts before one that starts
+            events.append((ends, -row[2]))
+    events.sort()
+    peak = total = 0
+    peak_at: float | None = None
+    for when, delta in events:
+        total += delta
+        if total > peak:
+            peak, peak_at = total, when
+    if peak_at is None:
+        return DayPeak(0, None, ())
+    instances = sorted(
+        (instance_id, cores) for begins, ends, instance_id, cores in clipped if begins <= peak_at < ends
+    )
+    return DayPeak(peak, peak_at, tuple(instances))

@@ -1,0 +1,276 @@
+"""The gRPC edge: proto in, a call on the service, proto out."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from licensing.v1 import licensing_pb2 as pb
+from licensing.v1 import licensing_pb2_grpc
+
+from server.domain.decision import (
+    DecisionReason,
+    InvalidWriteCheck,
+    Operation,
+    StatusWarning,
+    WarningKind,
+)
+from server.domain.license import Deployment, License, LicenseRejected
+from server.domain.runtime import RuntimeState
+from server.domain.usage import UsageRejected
+from server.errors import abort
+from server.service import (
+    DayRecord,
+    LicenseFileReport,
+    LicenseSource,
+    LicensingService,
+    StateChange,
+)
+
+MAX_HISTORY_DAYS = 3660
+DEFAULT_HISTORY_DAYS = 30
+
+STATES = {
+    RuntimeState.NORMAL: pb.RUNTIME_STATE_NORMAL,
+    RuntimeState.DP_CORE_EXCEEDED: pb.RUNTIME_STATE_DP_CORE_EXCEEDED,
+    RuntimeState.RESTRICTED: pb.RUNTIME_STATE_RESTRICTED,
+}
+SOURCES = {LicenseSource.UPLOAD: pb.LICENSE_SOURCE_UPLOAD, LicenseSource.FILE: pb.LICENSE_SOURCE_FILE}
+REASONS = {r: pb.DecisionReason.Value("DECISION_REASON_" + r.value) for r in DecisionReason}
+WARNING_KINDS = {k: pb.WarningKind.Value("WARNING_KIND_" + k.value) for k in WarningKind}
+OPERATIONS = {
+    pb.OPERATION_CREATE: Operation.CREATE,
+    pb.OPERATION_UPDATE: Operation.UPDATE,
+    pb.OPERATION_DELETE: Operation.DELETE,
+    pb.OPERATION_READ: Operation.READ,
+}
+
+
+def timestamp(when: float) -> Timestamp:
+    seconds = int(when // 1)
+    return Timestamp(seconds=seconds, nanos=int(round((when - seconds) * 1e9)) % 1_000_000_000)
+
+
+def duration(seconds: float) -> Duration:
+    whole = int(seconds)
+    return Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
+
+
+def license_proto(lic: License, deployment: Deployment) -> pb.License:
+    return pb.License(
+        serial_number=lic.serial_number,
+        customer=lic.customer,
+        effective_time=timestamp(lic.effective_at),
+        expiration_time=timestamp(lic.expires_at),
+        max_dp_cores=lic.max_dp_cores,
+        features=lic.features,
+        deployment_id=lic.deployment_id,
+        free_trial=lic.free_trial,
+        end_time=timestamp(lic.ends_at(deployment)),
+        key_id=lic.key_id,
+    )
+
+
+def warning_proto(warning: StatusWarning) -> pb.Warning:
+    return pb.Warning(kind=WARNING_KINDS[warning.kind], message=warning.message)
+
+
+def day_proto(record: DayRecord, with_instances: bool) -> pb.DayUsage:
+    message = pb.DayUsage(
+        day=record.day,
+        peak_cores=record.peak_cores,
+        max_dp_cores=record.max_dp_cores or 0,
+        state_before=STATES[record.state_before],
+        state_after=STATES[record.state_after],
+        evaluation_time=timestamp(record.evaluated_at),
+        license_serial_number=record.license_serial_number,
+    )
+    if record.peak_at is not None:
+        message.peak_time.CopyFrom(timestamp(record.peak_at))
+    if record.grace_ends_at is not None:
+        message.grace_end_time.CopyFrom(timestamp(record.grace_ends_at))
+    if with_instances:
+        message.peak_instances.extend(
+            pb.InstanceUsage(instance_id=i, cores=c) for i, c in record.peak_instances
+        )
+    return message
+
+
+def state_change_proto(change: StateChange) -> pb.StateChange:
+    message = pb.StateChange(
+        change_time=timestamp(change.changed_at),
+        state_before=STATES[change.state_before],
+        state_after=STATES[change.state_after],
+        cause=change.cause,
+    )
+    if change.grace_ends_at is not None:
+        message.grace_end_time.CopyFrom(timestamp(change.grace_ends_at))
+    return message
+
+
+def license_file_proto(report: LicenseFileReport) -> pb.LicenseFileStatus:
+    message = pb.LicenseFileStatus(
+        path=report.path,
+        content_sha256=report.content_sha256,
+        last_error=report.last_error,
+        last_error_reason=pb.ErrorReason.Value("ERROR_REASON_" + report.last_error_reason)
+        if report.last_error_reason
+        else pb.ERROR_REASON_UNSPECIFIED,
+    )
+    if report.last_read_at is not None:
+        message.last_read_time.CopyFrom(timestamp(report.last_read_at))
+    if report.last_applied_at is not None:
+        message.last_applied_time.CopyFrom(timestamp(report.last_applied_at))
+    return message
+
+
+def _reject(context: grpc.ServicerContext, rejection: LicenseRejected) -> None:
+    abort(context, grpc.StatusCode.INVALID_ARGUMENT, rejection.reason.value, rejection.message)
+
+
+class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
+    def __init__(self, service: LicensingService) -> None:
+        self._service = service
+        self._deployment = service.deployment
+
+    def Upload(self, request: pb.UploadRequest, context: grpc.ServicerContext) -> pb.UploadResponse:
+        try:
+            outcome = self._service.upload(request.license)
+        except LicenseRejected as rejection:
+            _reject(context, rejection)
+            raise
+        response = pb.UploadResponse(
+            license=license_proto(outcome.license, self._deployment),
+            pending=outcome.pending,
+            unchanged=outcome.unchanged,
+            state=STATES[outcome.standing.state],
+        )
+        if outcome.standing.grace_ends_at is not None:
+            response.grace_end_time.CopyFrom(timestamp(outcome.standing.grace_ends_at))
+        return response
+
+    def Validate(
+        self, request: pb.ValidateRequest, context: grpc.ServicerContext
+    ) -> pb.ValidateResponse:
+        result = self._service.validate(request.license)
+        response = pb.ValidateResponse(
+            valid=result.valid,
+            message=result.message,
+            pending=result.pending,
+            already_active=result.already_active,
+            last_evaluated_day=result.last_evaluated_day,
+            last_evaluated_peak_cores=result.last_evaluated_peak_cores,
+            core_headroom=result.core_headroom,
+            features_gained=result.features_gained,
+            features_lost=result.features_lost,
+            days_until_expiration=result.days_until_expiration,
+        )
+        if result.reason is not None:
+            response.reason = pb.LicenseRejectionReason.Value(
+                "LICENSE_REJECTION_REASON_" + result.reason.value
+            )
+        if result.license is not None:
+            response.license.CopyFrom(license_proto(result.license, self._deployment))
+        if result.resulting is not None:
+            response.resulting_state = STATES[result.resulting.state]
+            if result.resulting.grace_ends_at is not None:
+                response.resulting_grace_end_time.CopyFrom(timestamp(result.resulting.grace_ends_at))
+        return response
+
+    def GetStatus(
+        self, request: pb.GetStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetStatusResponse:
+        status = self._service.status()
+        clock = status.clock
+        response = pb.GetStatusResponse(
+            state=STATES[status.standing.state],
+            deployment_id=status.deployment.deployment_id,
+            deployment_time=timestamp(status.deployment.deployment_time),
+            license_valid=status.active is not None
+            and status.license_ends_at is not None
+            and status.now < status.license_ends_at,
+            days_until_expiration=status.days_until_expiration,
+            warnings=[warning_proto(w) for w in status.warnings],
+            current_total_cores=status.current_total_cores,
+            live_instances=status.live_instances,
+            development_mode=status.development_mode,
+            clock=pb.ClockStatus(
+                system_time=timestamp(clock.system_time),
+                high_water_time=timestamp(clock.high_water_at),
+                moved_back=clock.moved_back,
+                last_backward_step=duration(clock.last_backward_step),
+            ),
+        )
+        if clock.last_backward_step_at is not None:
+            response.clock.last_backward_step_time.CopyFrom(timestamp(clock.last_backward_step_at))
+        if status.active is not None:
+            response.license.CopyFrom(license_proto(status.active.license, status.deployment))
+            response.license_source = SOURCES[status.active.source]
+            response.license_applied_time.CopyFrom(timestamp(status.active.applied_at))
+        if status.pending is not None:
+            response.pending_license.CopyFrom(license_proto(status.pending.license, status.deployment))
+        if status.standing.grace_ends_at is not None:
+            response.grace_end_time.CopyFrom(timestamp(status.standing.grace_ends_at))
+        if status.last_evaluation is not None:
+            response.last_evaluated_day.CopyFrom(day_proto(status.last_evaluation, with_instances=False))
+        if status.license_file is not None:
+            response.license_file.CopyFrom(license_file_proto(status.license_file))
+        if status.last_state_change is not None:
+            response.last_state_change.CopyFrom(state_change_proto(status.last_state_change))
+        return response
+
+    def ReportUsage(
+        self, request: pb.ReportUsageRequest, context: grpc.ServicerContext
+    ) -> pb.ReportUsageResponse:
+        try:
+            outcome = self._service.report_usage(request.instance_id, request.cores, request.stopping)
+        except UsageRejected as rejection:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, rejection.reason, rejection.message)
+        return pb.ReportUsageResponse(
+            state=STATES[outcome.state],
+            next_report_in=duration(outcome.next_report_in),
+            receive_time=timestamp(outcome.received_at),
+        )
+
+    def CheckWrite(
+        self, request: pb.CheckWriteRequest, context: grpc.ServicerContext
+    ) -> pb.CheckWriteResponse:
+        operation = OPERATIONS.get(request.operation)
+        if operation is None:
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "INVALID_OPERATION",
+                "operation must be OPERATION_CREATE, OPERATION_UPDATE, OPERATION_DELETE or "
+                "OPERATION_READ",
+            )
+        try:
+            check = self._service.check_write(request.resource_type, operation, request.feature)
+        except InvalidWriteCheck as invalid:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, invalid.reason, invalid.message)
+        decision = check.decision
+        return pb.CheckWriteResponse(
+            allowed=decision.allowed,
+            reason=REASONS[decision.reason],
+            message=decision.message,
+            state=STATES[check.state],
+            license_serial_number=check.serial_number,
+            warnings=[warning_proto(w) for w in decision.warnings],
+        )
+
+    def GetUsageHistory(
+        self, request: pb.GetUsageHistoryRequest, context: grpc.ServicerContext
+    ) -> pb.GetUsageHistoryResponse:
+        if not 0 <= request.days <= MAX_HISTORY_DAYS:
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "INVALID_ARGUMENT",
+                f"days must be 0 (meaning {DEFAULT_HISTORY_DAYS}) to {MAX_HISTORY_DAYS}",
+            )
+        history = self._service.usage_history(request.days or DEFAULT_HISTORY_DAYS)
+        return pb.GetUsageHistoryResponse(
+            days=[day_proto(d, with_instances=True) for d in history.days],
+            state_changes=[state_change_proto(c) for c in history.state_changes],
+            max_dp_cores=history.max_dp_cores or 0,
+        )

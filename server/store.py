@@ -1,0 +1,386 @@
+"""SQLite storage: the one place that opens the database.
+
+One file in the data directory, WAL mode. A call answered with success has
+committed: with WAL and synchronous=NORMAL a commit survives the process
+being killed at any moment. Usage reports arriving together share one
+transaction (group commit), so durability does not cost throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from server.domain.usage import IntervalRow
+
+DATABASE_NAME = "licensing.db"
+
+
+class StoreError(Exception):
+    pass
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["deployment"].create(
+        {"id": int, "deployment_id": str, "deployment_time": float}, pk="id", not_null={"deployment_id", "deployment_time"}
+    )
+    # one row: what survives a restart besides the tables below
+    db["service_state"].create(
+        {
+            "id": int,
+            "runtime_state": str,
+            "grace_ends_at": float,
+            "last_evaluated_day": str,
+            "high_water_at": float,
+        },
+        pk="id",
+    )
+    db["licenses"].create(
+        {
+            "id": int,
+            "serial_number": str,
+            "customer": str,
+            "key_id": str,
+            "token": str,
+            "token_sha256": str,
+            "source": str,
+            "received_at": float,
+            "effective_at": float,
+            "expires_at": float,
+            "max_dp_cores": int,
+            # pending -> active -> superseded; pending -> replaced
+            "status": str,
+            "activated_at": float,
+            "ended_at": float,
+        },
+        pk="id",
+    )
+    db["licenses"].create_index(["status"])
+    db["day_evaluations"].create(
+        {
+            "day": str,
+            "peak_cores": int,
+            "peak_at": float,
+            "peak_instances": str,
+            "max_dp_cores": int,
+            "license_serial_number": str,
+            "state_before": str,
+            "state_after": str,
+            "grace_ends_at": float,
+            "evaluated_at": float,
+        },
+        pk="day",
+    )
+    db["state_changes"].create(
+        {
+            "id": int,
+            "changed_at": float,
+            "state_before": str,
+            "state_after": str,
+            "grace_ends_at": float,
+            "cause": str,
+        },
+        pk="id",
+    )
+    db["usage_intervals"].create(
+        {
+            "id": int,
+            "instance_id": str,
+            "cores": int,
+            "started_at": float,
+            "last_seen_at": float,
+            "ended_at": float,
+        },
+        pk="id",
+    )
+    db["usage_intervals"].create_index(["started_at"])
+    db.execute("CREATE INDEX idx_usage_intervals_live ON usage_intervals(id) WHERE ended_at IS NULL")
+
+
+# The schema migrates forward on start: migration N takes user_version N-1 to N.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+
+_UPSERT_INTERVAL = (
+    "INSERT INTO usage_intervals (id, instance_id, cores, started_at, last_seen_at, ended_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+    "last_seen_at = excluded.last_seen_at, ended_at = excluded.ended_at"
+)
+
+
+class _UsageTicket:
+    __slots__ = ("done", "error", "rows")
+
+    def __init__(self, rows: list[IntervalRow]) -> None:
+        self.rows = rows
+        self.done = False
+        self.error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class StateChangeRow:
+    changed_at: float
+    state_before: str
+    state_after: str
+    grace_ends_at: float | None
+    cause: str
+
+
+class Store:
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / DATABASE_NAME
+        # one connection, shared by threads under _write_lock
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._write_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._usage_queue: list[_UsageTicket] = []
+        self._migrate()
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._flush_usage_locked()
+            self.db.close()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this server knows "
+                f"({len(MIGRATIONS)}): upgrade the server"
+            )
+        for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.db.atomic():
+                migration(self.db)
+                self.db.execute(f"PRAGMA user_version = {number}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """One atomic write (or consistent read) of several statements."""
+        with self._write_lock:
+            with self.db.atomic():
+                yield self.db
+
+    # --- usage: group commit ---------------------------------------------------
+
+    def enqueue_usage(self, rows: list[IntervalRow]) -> _UsageTicket:
+        """Queue rows in the order the tracker produced them; commit with `commit_usage`."""
+        ticket = _UsageTicket(rows)
+        with self._queue_lock:
+            self._usage_queue.append(ticket)
+        return ticket
+
+    def commit_usage(self, ticket: _UsageTicket) -> None:
+        """Return once the ticket's rows are committed: whoever holds the lock commits all queued."""
+        if not ticket.done:
+            with self._write_lock:
+                if not ticket.done:
+                    self._flush_usage_locked()
+        if ticket.error is not None:
+            raise StoreError(f"usage could not be stored: {ticket.error}") from ticket.error
+
+    def _flush_usage_locked(self) -> None:
+        with self._queue_lock:
+            batch, self._usage_queue = self._usage_queue, []
+        if not batch:
+            return
+        rows = [row for ticket in batch for row in ticket.rows]
+        try:
+            with self.db.atomic():
+                self.db.conn.executemany(_UPSERT_INTERVAL, rows)
+        except sqlite3.Error as error:
+            for ticket in batch:
+                ticket.error = error
+        for ticket in batch:
+            ticket.done = True
+
+    def write_usage(self, rows: list[IntervalRow]) -> None:
+        if rows:
+            self.commit_usage(self.enqueue_usage(rows))
+
+    def live_intervals(self) -> list[IntervalRow]:
+        with self._write_lock:
+            return [
+                tuple(r)  # type: ignore[misc]
+                for r in self.db.execute(
+                    "SELECT id, instance_id, cores, started_at, last_seen_at, ended_at "
+                    "FROM usage_intervals WHERE ended_at IS NULL"
+                )
+            ]
+
+    def next_interval_id(self) -> int:
+        with self._write_lock:
+            return int(self.db.execute("SELECT coalesce(max(id), 0) + 1 FROM usage_intervals").fetchone()[0])
+
+    def intervals_between(self, start: float, end: float, ttl: float) -> list[IntervalRow]:
+        """The intervals that counted at some instant of [start, end)."""
+        with self._write_lock:
+            self._flush_usage_locked()
+            return [
+                tuple(r)  # type: ignore[misc]
+                for r in self.db.execute(
+                    "SELECT id, instance_id, cores, started_at, last_seen_at, ended_at "
+                    "FROM usage_intervals WHERE started_at < ? "
+                    "AND coalesce(ended_at, last_seen_at + ?) > ?",
+                    [end, ttl, start],
+                )
+            ]
+
+    def prune_usage(self, before: float, ttl: float) -> int:
+        """Forget intervals that stopped counting before `before` (already evaluated)."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM usage_intervals WHERE coalesce(ended_at, last_seen_at + ?) < ?",
+                [ttl, before],
+            )
+            return int(cursor.rowcount)
+
+    def usage_row_count(self) -> int:
+        with self._write_lock:
+            return int(self.db.execute("SELECT count(*) FROM usage_intervals").fetchone()[0])
+
+    # --- deployment and service state --------------------------------------------
+
+    def deployment(self) -> dict[str, Any] | None:
+        with self._write_lock:
+            rows = list(self.db["deployment"].rows_where("id = 1"))
+        return rows[0] if rows else None
+
+    def create_deployment(self, deployment_id: str, deployment_time: float, runtime_state: str) -> None:
+        with self.transaction() as db:
+            db["deployment"].insert(
+                {"id": 1, "deployment_id": deployment_id, "deployment_time": deployment_time}
+            )
+            db["service_state"].insert(
+                {
+                    "id": 1,
+                    "runtime_state": runtime_state,
+                    "grace_ends_at": None,
+                    "last_evaluated_day": None,
+                    "high_water_at": deployment_time,
+                }
+            )
+
+    def service_state(self) -> dict[str, Any]:
+        with self._write_lock:
+            return dict(self.db["service_state"].get(1))
+
+    def save_high_water(self, high_water_at: float) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE service_state SET high_water_at = max(coalesce(high_water_at, 0), ?) "
+                "WHERE id = 1",
+                [high_water_at],
+            )
+
+    @staticmethod
+    def _update_state(
+        db: sqlite_utils.Database,
+        change: StateChangeRow | None,
+        high_water_at: float,
+        last_evaluated_day: str | None = None,
+    ) -> None:
+        """Inside a transaction: store the runtime state and, when it changed, the change."""
+        values: dict[str, Any] = {}
+        if last_evaluated_day is not None:
+            values["last_evaluated_day"] = last_evaluated_day
+        if change is not None:
+            values["runtime_state"] = change.state_after
+            values["grace_ends_at"] = change.grace_ends_at
+            db["state_changes"].insert(
+                {
+                    "changed_at": change.changed_at,
+                    "state_before": change.state_before,
+                    "state_after": change.state_after,
+                    "grace_ends_at": change.grace_ends_at,
+                    "cause": change.cause,
+                }
+            )
+        if values:
+            db["service_state"].update(1, values)
+        db.execute(
+            "UPDATE service_state SET high_water_at = max(coalesce(high_water_at, 0), ?) WHERE id = 1",
+            [high_water_at],
+        )
+
+    def record_evaluation(
+        self, evaluation: dict[str, Any], change: StateChangeRow | None, high_water_at: float
+    ) -> None:
+        """Store one evaluated day and its outcome atomically: a day is evaluated exactly once."""
+        row = dict(evaluation, peak_instances=json.dumps(evaluation["peak_instances"]))
+        with self.transaction() as db:
+            db["day_evaluations"].insert(row)
+            self._update_state(db, change, high_water_at, last_evaluated_day=row["day"])
+
+    # --- licenses ------------------------------------------------------------------
+
+    def licenses_with_status(self, status: str) -> list[dict[str, Any]]:
+        with self._write_lock:
+            return list(self.db["licenses"].rows_where("status = ?", [status], order_by="id"))
+
+    def license_history(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._write_lock:
+            return list(self.db["licenses"].rows_where(order_by="id desc", limit=limit))
+
+    def add_pending_license(self, row: dict[str, Any], at: float, high_water_at: float) -> None:
+        """Keep a license until its effective time; it replaces any license already waiting."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE licenses SET status = 'replaced', ended_at = ? WHERE status = 'pending'", [at]
+            )
+            db["licenses"].insert(dict(row, status="pending"))
+            self._update_state(db, None, high_water_at)
+
+    def activate_license(
+        self,
+        row: dict[str, Any],
+        at: float,
+        change: StateChangeRow | None,
+        high_water_at: float,
+    ) -> None:
+        """Put a license in force (a new one, or the pending one taking over) atomically."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE licenses SET status = 'superseded', ended_at = ? WHERE status = 'active'",
+                [at],
+            )
+            if row["status"] == "pending":
+                db.execute(
+                    "UPDATE licenses SET status = 'active', activated_at = ? "
+                    "WHERE status = 'pending' AND token_sha256 = ?",
+                    [at, row["token_sha256"]],
+                )
+            else:
+                db["licenses"].insert(dict(row, status="active", activated_at=at))
+            self._update_state(db, change, high_water_at)
+
+    # --- history ---------------------------------------------------------------------
+
+    def day_evaluations(self, limit: int) -> list[dict[str, Any]]:
+        with self._write_lock:
+            rows = list(self.db["day_evaluations"].rows_where(order_by="day desc", limit=limit))
+        for row in rows:
+            row["peak_instances"] = json.loads(row["peak_instances"] or "[]")
+        return rows
+
+    def state_changes(self, limit: int) -> list[StateChangeRow]:
+        with self._write_lock:
+            rows = list(self.db["state_changes"].rows_where(order_by="id desc", limit=limit))
+        return [
+            StateChangeRow(r["changed_at"], r["state_before"], r["state_after"], r["grace_ends_at"], r["cause"])
+            for r in rows
+        ]
