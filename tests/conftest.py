@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -10,8 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from licensing.client import LicensingClient
 
 from server.app import RunningServer, start_server
@@ -163,3 +170,87 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+class ServerProcess:
+    """`python -m server` as a real subprocess, for tests about the process (restart, kill -9)."""
+
+    def __init__(self, data_dir: Path, vendor: Vendor, *extra: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"server-{data_dir.name}.log"
+        self.env = dict(os.environ, **TOKENS)
+        self.args = [
+            sys.executable,
+            "-m",
+            "server",
+            "--listen",
+            self.target,
+            "--data-dir",
+            str(data_dir),
+            "--trusted-key",
+            f"{vendor.kid}={vendor.public_path}",
+            *extra,
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                self.args, stdout=log_file, stderr=subprocess.STDOUT, env=self.env
+            )
+        self.wait_serving(timeout)
+        return self
+
+    def wait_serving(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+                try:
+                    answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.05)
+        raise AssertionError(f"server not serving after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def client(self, token: str | None = ADMIN_TOKEN) -> LicensingClient:
+        return LicensingClient(self.target, token=token)
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop_quietly(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def server_processes() -> Iterator[Callable[..., ServerProcess]]:
+    """Make server subprocesses that are always killed at the end of the test."""
+    made: list[ServerProcess] = []
+
+    def make(data_dir: Path, vendor: Vendor, *extra: str, port: int | None = None) -> ServerProcess:
+        process = ServerProcess(data_dir, vendor, *extra, port=port)
+        made.append(process)
+        return process
+
+    yield make
+    for process in made:
+        process.stop_quietly()

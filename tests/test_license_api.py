@@ -1,0 +1,345 @@
+"""Upload, Validate and GetStatus through a real server, and the bad input that changes nothing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import (
+    ADMIN_TOKEN,
+    CONTROL_PLANE_TOKEN,
+    DAY,
+    DEPLOYMENT_ID,
+    GATEWAY_TOKEN,
+    START,
+    Harness,
+    Vendor,
+    make_vendor,
+)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf.json_format import MessageToDict
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from licensing.client import LicensingClient, LicensingError, Operation
+from licensing.v1 import licensing_pb2 as pb
+
+from server.domain.license import issue_license, public_key_pem
+
+
+def status_fingerprint(harness: Harness) -> dict[str, object]:
+    """What a rejected license must leave untouched: everything GetStatus shows but the clock."""
+    status = MessageToDict(harness.admin.status())
+    status.pop("clock", None)
+    return status
+
+
+def upload_rejection(harness: Harness, text: str) -> LicensingError:
+    with pytest.raises(LicensingError) as raised:
+        harness.admin.upload(text)
+    return raised.value
+
+
+def test_status_shows_the_deployment_id_before_any_license(harness: Harness) -> None:
+    status = harness.admin.status()
+    assert status.deployment_id == DEPLOYMENT_ID
+    assert status.deployment_time.seconds == int(START)
+    assert not status.HasField("license")
+    assert not status.license_valid
+    assert status.state == pb.RUNTIME_STATE_NORMAL
+    assert any(w.kind == pb.WARNING_KIND_NO_LICENSE for w in status.warnings)
+
+
+def test_an_uploaded_license_is_active_and_shown_in_status(harness: Harness, vendor: Vendor) -> None:
+    response = harness.admin.upload(vendor.issue(features=["api7-gateway", "api7-portal"]))
+    assert response.license.serial_number == "LIC-0001"
+    assert not response.pending and not response.unchanged
+    status = harness.control_plane.status()
+    assert status.license.serial_number == "LIC-0001"
+    assert status.license.customer == "Example Corp"
+    assert status.license.max_dp_cores == 16
+    assert list(status.license.features) == ["api7-gateway", "api7-portal"]
+    assert status.license.deployment_id == DEPLOYMENT_ID
+    assert status.license.expiration_time.seconds == int(START + 365 * DAY)
+    assert status.license.end_time.seconds == int(START + 365 * DAY)
+    assert status.license_valid
+    assert status.license_source == pb.LICENSE_SOURCE_UPLOAD
+    assert status.license_applied_time.seconds == int(START)
+    assert status.days_until_expiration == 365
+
+
+def test_uploading_the_active_license_again_changes_nothing_and_succeeds(
+    harness: Harness, vendor: Vendor
+) -> None:
+    text = vendor.issue()
+    harness.admin.upload(text)
+    before = status_fingerprint(harness)
+    again = harness.admin.upload("  " + text + "\n")
+    assert again.unchanged
+    assert status_fingerprint(harness) == before
+    assert len(harness.running.store.license_history()) == 1
+
+
+def test_a_pending_license_keeps_the_active_one_in_force_until_its_effective_time(
+    harness: Harness, vendor: Vendor
+) -> None:
+    harness.admin.upload(vendor.issue(serial_number="LIC-OLD", expires_at=START + 10 * DAY))
+    renewal = vendor.issue(
+        serial_number="LIC-NEW", effective_at=START + 10 * DAY, expires_at=START + 375 * DAY, max_dp_cores=32
+    )
+    response = harness.admin.upload(renewal)
+    assert response.pending
+    status = harness.admin.status()
+    assert status.license.serial_number == "LIC-OLD"
+    assert status.pending_license.serial_number == "LIC-NEW"
+
+    harness.advance_to(START + 10 * DAY - 1)
+    assert harness.admin.status().license.serial_number == "LIC-OLD"
+    harness.clock.set(START + 10 * DAY)
+    # the takeover needs no manual step, and a write right at that instant already sees it
+    decision = harness.control_plane.check_write("route", Operation.CREATE)
+    assert decision.allowed
+    assert decision.license_serial_number == "LIC-NEW"
+    status = harness.admin.status()
+    assert status.license.serial_number == "LIC-NEW"
+    assert not status.HasField("pending_license")
+    assert status.license_applied_time.seconds == int(START + 10 * DAY)
+
+
+@pytest.mark.parametrize(
+    ("make_text", "reason"),
+    [
+        (lambda v: "", "MALFORMED"),
+        (lambda v: "   \n\t ", "MALFORMED"),
+        (lambda v: os.urandom(1024 * 1024).decode("latin-1"), "MALFORMED"),
+        (lambda v: base64.b64encode(os.urandom(3000)).decode(), "MALFORMED"),
+        (lambda v: v.issue(deployment_id="some-other-deployment"), "DEPLOYMENT_MISMATCH"),
+        (lambda v: v.issue(effective_at=START - 40 * DAY, expires_at=START - DAY), "EXPIRED"),
+    ],
+    ids=["empty", "whitespace", "1MB-random", "base64-noise", "other-deployment", "expired"],
+)
+def test_a_rejected_license_changes_nothing(
+    harness: Harness, vendor: Vendor, make_text: Callable[[Vendor], str], reason: str
+) -> None:
+    harness.admin.upload(vendor.issue(serial_number="LIC-IN-FORCE"))
+    before = status_fingerprint(harness)
+    rejected = upload_rejection(harness, make_text(vendor))
+    assert rejected.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert rejected.reason == reason
+    assert rejected.message
+    assert status_fingerprint(harness) == before
+    assert len(harness.running.store.license_history()) == 1
+
+
+def test_a_license_signed_by_an_unknown_key_is_rejected_as_unknown_key(
+    harness: Harness, tmp_path: Path
+) -> None:
+    stranger = make_vendor(tmp_path / "stranger", kid="stranger")
+    rejected = upload_rejection(harness, stranger.issue())
+    assert (rejected.code, rejected.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_KEY")
+
+
+def test_a_trusted_kid_with_a_forged_signature_is_rejected_as_bad_signature(
+    harness: Harness, vendor: Vendor
+) -> None:
+    forged = issue_license(
+        Ed25519PrivateKey.generate(),
+        vendor.kid,
+        serial_number="LIC-FORGED",
+        customer="Mallory",
+        effective_at=START - DAY,
+        expires_at=START + DAY,
+        max_dp_cores=100000,
+        features=[],
+        deployment_id=DEPLOYMENT_ID,
+        free_trial=False,
+    )
+    assert upload_rejection(harness, forged).reason == "BAD_SIGNATURE"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _claims() -> dict[str, object]:
+    return {
+        "serial_number": "LIC-EVIL",
+        "customer": "Mallory",
+        "nbf": int(START - DAY),
+        "exp": int(START + 999 * DAY),
+        "max_dp_cores": 100000,
+        "features": ["everything"],
+        "deployment_id": DEPLOYMENT_ID,
+        "free_trial": False,
+    }
+
+
+def test_alg_none_is_rejected_as_unsupported_algorithm(harness: Harness, vendor: Vendor) -> None:
+    header = _b64(json.dumps({"alg": "none", "kid": vendor.kid}).encode())
+    token = f"{header}.{_b64(json.dumps(_claims()).encode())}."
+    assert upload_rejection(harness, token).reason == "UNSUPPORTED_ALGORITHM"
+
+
+def test_hs256_keyed_with_the_public_key_is_rejected_as_unsupported_algorithm(
+    harness: Harness, vendor: Vendor
+) -> None:
+    header = _b64(json.dumps({"alg": "HS256", "kid": vendor.kid}).encode())
+    payload = _b64(json.dumps(_claims()).encode())
+    mac = hmac.new(
+        public_key_pem(vendor.key.public_key()), f"{header}.{payload}".encode(), hashlib.sha256
+    ).digest()
+    assert upload_rejection(harness, f"{header}.{payload}.{_b64(mac)}").reason == "UNSUPPORTED_ALGORITHM"
+
+
+def test_a_free_trial_for_a_deployment_older_than_90_days_is_rejected_as_expired(
+    harness: Harness, vendor: Vendor
+) -> None:
+    harness.advance_to(START + 91 * DAY)
+    trial = vendor.issue(
+        serial_number="TRIAL-1", free_trial=True, effective_at=START + 90 * DAY, expires_at=START + 120 * DAY
+    )
+    rejected = upload_rejection(harness, trial)
+    assert rejected.reason == "EXPIRED"
+    assert "90 days" in rejected.message
+
+
+def test_a_free_trial_ends_90_days_after_deployment_in_status(harness: Harness, vendor: Vendor) -> None:
+    harness.admin.upload(vendor.issue(free_trial=True, expires_at=START + 365 * DAY))
+    status = harness.admin.status()
+    assert status.license.free_trial
+    assert status.license.end_time.seconds == int(START + 90 * DAY)
+    harness.advance_to(START + 90 * DAY)
+    decision = harness.control_plane.check_write("route", Operation.CREATE)
+    assert not decision.allowed
+    assert decision.reason == pb.DECISION_REASON_LICENSE_EXPIRED
+
+
+def test_validate_returns_the_rejection_as_data_and_changes_nothing(
+    harness: Harness, vendor: Vendor
+) -> None:
+    before = status_fingerprint(harness)
+    verdict = harness.admin.validate(vendor.issue(deployment_id="elsewhere"))
+    assert not verdict.valid
+    assert verdict.reason == pb.LICENSE_REJECTION_REASON_DEPLOYMENT_MISMATCH
+    assert "elsewhere" in verdict.message
+    assert verdict.license.deployment_id == "elsewhere"
+    garbage = harness.admin.validate("garbage")
+    assert (garbage.valid, garbage.reason) == (False, pb.LICENSE_REJECTION_REASON_MALFORMED)
+    assert status_fingerprint(harness) == before
+
+
+def test_validate_says_what_applying_the_license_would_do(harness: Harness, vendor: Vendor) -> None:
+    harness.admin.upload(vendor.issue(max_dp_cores=16, features=["api7-gateway", "api7-portal"]))
+    for i in range(5):
+        harness.gateway.report_usage(f"gw-{i}", 4)
+    harness.advance_to((START // DAY + 1) * DAY + 60)
+    before = status_fingerprint(harness)
+    assert harness.admin.status().state == pb.RUNTIME_STATE_DP_CORE_EXCEEDED
+
+    smaller = vendor.issue(serial_number="LIC-2", max_dp_cores=8, features=["api7-gateway", "api7-ai"])
+    verdict = harness.admin.validate(smaller)
+    assert verdict.valid
+    assert verdict.last_evaluated_day == "2027-01-01"
+    assert verdict.last_evaluated_peak_cores == 20
+    assert verdict.core_headroom == -12
+    assert verdict.resulting_state == pb.RUNTIME_STATE_DP_CORE_EXCEEDED
+    assert list(verdict.features_gained) == ["api7-ai"]
+    assert list(verdict.features_lost) == ["api7-portal"]
+    assert verdict.days_until_expiration == 364
+
+    bigger = harness.admin.validate(vendor.issue(serial_number="LIC-3", max_dp_cores=64))
+    assert bigger.resulting_state == pb.RUNTIME_STATE_NORMAL
+    assert bigger.core_headroom == 44
+    assert status_fingerprint(harness) == before
+
+
+def test_a_missing_token_is_unauthenticated(harness: Harness, vendor: Vendor) -> None:
+    with harness.client(None) as anonymous, pytest.raises(LicensingError) as raised:
+        anonymous.upload(vendor.issue())
+    assert (raised.value.code, raised.value.reason) == (grpc.StatusCode.UNAUTHENTICATED, "MISSING_TOKEN")
+    assert not harness.admin.status().HasField("license")
+
+
+def test_a_wrong_token_is_unauthenticated(harness: Harness, vendor: Vendor) -> None:
+    with harness.client("not-" + ADMIN_TOKEN) as intruder, pytest.raises(LicensingError) as raised:
+        intruder.upload(vendor.issue())
+    assert (raised.value.code, raised.value.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_TOKEN")
+    assert not harness.admin.status().HasField("license")
+
+
+def test_a_gateway_token_may_not_upload(harness: Harness, vendor: Vendor) -> None:
+    with pytest.raises(LicensingError) as raised:
+        harness.gateway.upload(vendor.issue())
+    assert (raised.value.code, raised.value.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
+    assert not harness.admin.status().HasField("license")
+
+
+@pytest.mark.parametrize(
+    ("token", "allowed"),
+    [
+        (ADMIN_TOKEN, {"Upload", "Validate", "GetStatus", "ReportUsage", "CheckWrite", "GetUsageHistory"}),
+        (GATEWAY_TOKEN, {"ReportUsage"}),
+        (CONTROL_PLANE_TOKEN, {"GetStatus", "CheckWrite", "GetUsageHistory"}),
+    ],
+    ids=["admin", "gateway", "control-plane"],
+)
+def test_each_role_may_call_exactly_its_methods(
+    harness: Harness, vendor: Vendor, token: str, allowed: set[str]
+) -> None:
+    calls: dict[str, Callable[[LicensingClient], object]] = {
+        "Upload": lambda c: c.upload(vendor.issue()),
+        "Validate": lambda c: c.validate(vendor.issue()),
+        "GetStatus": lambda c: c.status(),
+        "ReportUsage": lambda c: c.report_usage("gw-1", 2),
+        "CheckWrite": lambda c: c.check_write("route", Operation.READ),
+        "GetUsageHistory": lambda c: c.usage_history(),
+    }
+    with harness.client(token) as client:
+        for method, call in calls.items():
+            if method in allowed:
+                call(client)
+            else:
+                with pytest.raises(LicensingError) as raised:
+                    call(client)
+                assert raised.value.code == grpc.StatusCode.PERMISSION_DENIED, method
+
+
+def test_health_and_reflection_need_no_token(harness: Harness) -> None:
+    with grpc.insecure_channel(harness.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "licensing.v1.LicenseService"):
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        names = {s.name for reply in replies for s in reply.list_services_response.service}
+    assert {"licensing.v1.LicenseService", "grpc.health.v1.Health"} <= names
+
+
+def test_health_is_not_serving_once_shutdown_begins(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness()
+    harness.running.health.enter_graceful_shutdown()
+    with grpc.insecure_channel(harness.target) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_license_history_records_every_license_and_where_it_came_from(
+    harness: Harness, vendor: Vendor
+) -> None:
+    harness.admin.upload(vendor.issue(serial_number="LIC-A"))
+    harness.clock.advance(60)
+    harness.admin.upload(vendor.issue(serial_number="LIC-B"))
+    history = harness.running.store.license_history()
+    assert [(r["serial_number"], r["status"], r["source"]) for r in history] == [
+        ("LIC-B", "active", "upload"),
+        ("LIC-A", "superseded", "upload"),
+    ]

@@ -1,0 +1,296 @@
+"""The server as a real process: restart, SIGTERM, port conflicts, refusing unsafe setups."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import (
+    ADMIN_TOKEN,
+    DAY,
+    DEPLOYMENT_ID,
+    TOKENS,
+    Harness,
+    ServerProcess,
+    Vendor,
+    server_config,
+)
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from licensing.client import LicensingClient, LicensingError, Operation
+from licensing.v1 import licensing_pb2 as pb
+
+from server.app import StartupError, start_server
+from server.config import load_config
+from server.domain.clock import ManualClock
+from server.domain.license import issue_license, load_private_key
+
+
+def current_license(vendor: Vendor, **overrides: object) -> str:
+    """A license valid on the real clock, for servers running on the wall clock."""
+    now = time.time()
+    claims: dict[str, object] = {"effective_at": now - DAY, "expires_at": now + 365 * DAY}
+    claims.update(overrides)
+    return vendor.issue(**claims)
+
+
+def test_license_deployment_id_and_date_survive_a_restart(
+    tmp_path: Path, vendor: Vendor, server_processes: Callable[..., ServerProcess]
+) -> None:
+    data_dir = tmp_path / "data"
+    first = server_processes(data_dir, vendor).start()
+    with first.client() as admin:
+        before = admin.status()
+        assert before.deployment_id  # made at the first start
+        admin.upload(current_license(vendor, deployment_id=before.deployment_id))
+        uploaded = admin.status()
+    assert first.terminate() == 0
+
+    second = server_processes(data_dir, vendor).start()
+    with second.client() as admin:
+        after = admin.status()
+    assert after.deployment_id == before.deployment_id
+    assert after.deployment_time == before.deployment_time
+    assert after.license == uploaded.license
+    assert after.license_applied_time == uploaded.license_applied_time
+    assert after.license_valid
+
+
+def test_sigterm_drains_and_exits_cleanly(
+    tmp_path: Path, vendor: Vendor, server_processes: Callable[..., ServerProcess]
+) -> None:
+    server = server_processes(tmp_path / "data", vendor).start()
+    assert server.terminate() == 0
+    assert "draining" in server.log()
+    assert "stopped" in server.log()
+
+
+def test_a_second_server_on_the_same_port_fails_with_a_clear_error(
+    tmp_path: Path, vendor: Vendor, server_processes: Callable[..., ServerProcess]
+) -> None:
+    first = server_processes(tmp_path / "a", vendor).start()
+    second = ServerProcess(tmp_path / "b", vendor, port=first.port)
+    result = subprocess.run(second.args, capture_output=True, text=True, env=first.env, timeout=60)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{first.port}" in result.stderr
+    # the first server is unaffected
+    with first.client() as admin:
+        admin.status()
+
+
+def test_an_unauthenticated_server_is_refused_unless_on_loopback(tmp_path: Path, vendor: Vendor) -> None:
+    config = server_config(tmp_path / "data", vendor, "--listen", "0.0.0.0:0", environ={})
+    with pytest.raises(StartupError, match="without authentication"):
+        start_server(config, ManualClock(time.time()))
+
+
+def test_plaintext_off_loopback_needs_to_be_allowed(tmp_path: Path, vendor: Vendor) -> None:
+    config = server_config(tmp_path / "data", vendor, "--listen", "0.0.0.0:0")
+    with pytest.raises(StartupError, match="plaintext"):
+        start_server(config, ManualClock(time.time()))
+
+
+def test_a_pinned_deployment_id_that_disagrees_with_the_data_directory_is_refused(
+    make_harness: Callable[..., Harness], tmp_path: Path
+) -> None:
+    make_harness(data_dir=tmp_path / "pinned").running.stop(grace=0)
+    with pytest.raises(StartupError, match="belongs to deployment"):
+        make_harness("--deployment-id", "another", data_dir=tmp_path / "pinned")
+
+
+def test_an_unpinned_deployment_id_is_made_once_and_kept(tmp_path: Path, vendor: Vendor) -> None:
+    clock = ManualClock(time.time())
+    argv = ["--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")]
+    running = start_server(load_config(argv, environ=TOKENS), clock)
+    made = running.service.deployment
+    running.stop(grace=0)
+    clock.advance(3 * DAY)
+    running = start_server(load_config(argv, environ=TOKENS), clock)
+    try:
+        assert running.service.deployment == made
+        assert made.deployment_id != DEPLOYMENT_ID
+    finally:
+        running.stop(grace=0)
+
+
+def test_dev_mode_makes_and_trusts_a_local_signing_key_and_says_so(
+    tmp_path: Path, make_harness: Callable[..., Harness]
+) -> None:
+    data_dir = tmp_path / "dev-data"
+    harness = make_harness("--dev", data_dir=data_dir)
+    status = harness.admin.status()
+    assert status.development_mode
+    assert any(w.kind == pb.WARNING_KIND_DEVELOPMENT_MODE for w in status.warnings)
+    dev_key = load_private_key((data_dir / "dev-signing-key" / "dev.private.pem").read_bytes())
+    now = harness.clock.now()
+    harness.admin.upload(
+        issue_license(
+            dev_key,
+            "dev",
+            serial_number="DEV-1",
+            customer="Local development",
+            effective_at=now - DAY,
+            expires_at=now + 30 * DAY,
+            max_dp_cores=8,
+            features=["api7-gateway"],
+            deployment_id=DEPLOYMENT_ID,
+            free_trial=False,
+        )
+    )
+    assert harness.control_plane.check_write("route", Operation.CREATE).allowed
+
+
+def test_without_dev_mode_the_development_key_is_not_trusted(
+    tmp_path: Path, make_harness: Callable[..., Harness]
+) -> None:
+    data_dir = tmp_path / "data"
+    make_harness("--dev", data_dir=data_dir).running.stop(grace=0)
+    harness = make_harness(data_dir=data_dir)
+    assert not harness.admin.status().development_mode
+    dev_key = load_private_key((data_dir / "dev-signing-key" / "dev.private.pem").read_bytes())
+    now = harness.clock.now()
+    text = issue_license(
+        dev_key,
+        "dev",
+        serial_number="DEV-1",
+        customer="x",
+        effective_at=now - DAY,
+        expires_at=now + DAY,
+        max_dp_cores=8,
+        features=[],
+        deployment_id=DEPLOYMENT_ID,
+        free_trial=False,
+    )
+    with pytest.raises(LicensingError) as raised:
+        harness.admin.upload(text)
+    assert raised.value.reason == "UNKNOWN_KEY"
+
+
+def test_license_vendor_makes_keys_and_issues_a_license_the_server_accepts(
+    tmp_path: Path, make_harness: Callable[..., Harness]
+) -> None:
+    keys = tmp_path / "keys"
+    vendor_cli = [sys.executable, "-m", "server.vendor"]
+    subprocess.run([*vendor_cli, "keygen", "--kid", "vendor-2027", "--out", str(keys)], check=True, timeout=60)
+    description = tmp_path / "license.toml"
+    description.write_text(
+        'serial = "LIC-TOML"\ncustomer = "Example Corp"\neffective = "2026-12-01"\n'
+        f'expires = "2027-12-01T12:00:00Z"\nmax_dp_cores = 24\nfeatures = ["api7-gateway"]\n'
+        f'deployment_id = "{DEPLOYMENT_ID}"\n'
+    )
+    issued = subprocess.run(
+        [
+            *vendor_cli,
+            "issue",
+            "--key",
+            str(keys / "vendor-2027.private.pem"),
+            "--kid",
+            "vendor-2027",
+            "--from",
+            str(description),
+            "--max-dp-cores",
+            "32",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    harness = make_harness("--trusted-key", f"vendor-2027={keys / 'vendor-2027.public.pem'}")
+    response = harness.admin.upload(issued)
+    assert response.license.serial_number == "LIC-TOML"
+    assert response.license.max_dp_cores == 32  # the flag overrides the description
+    assert response.license.expiration_time.seconds == 1827662400  # 2027-12-01T12:00:00Z
+
+
+def test_license_vendor_refuses_to_issue_a_malformed_license(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    vendor_cli = [sys.executable, "-m", "server.vendor"]
+    subprocess.run([*vendor_cli, "keygen", "--kid", "k", "--out", str(keys)], check=True, timeout=60)
+    result = subprocess.run(
+        [
+            *vendor_cli,
+            "issue",
+            "--key",
+            str(keys / "k.private.pem"),
+            "--kid",
+            "k",
+            "--serial",
+            "S",
+            "--customer",
+            "C",
+            "--effective",
+            "2027-02-01",
+            "--expires",
+            "2027-01-01",
+            "--max-dp-cores",
+            "4",
+            "--deployment-id",
+            "d",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "MALFORMED" in result.stderr
+    assert result.stdout == ""
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_from_configuration_serves_over_tls_only(
+    tmp_path: Path, make_harness: Callable[..., Harness]
+) -> None:
+    cert_path, key_path = self_signed_certificate(tmp_path)
+    harness = make_harness("--tls-cert", str(cert_path), "--tls-key", str(key_path))
+    with LicensingClient(
+        f"localhost:{harness.running.port}",
+        token=ADMIN_TOKEN,
+        tls=True,
+        root_certificates=cert_path.read_bytes(),
+    ) as secure:
+        assert secure.status().deployment_id == DEPLOYMENT_ID
+    # the admin client of the harness speaks plaintext, which a TLS port refuses
+    with pytest.raises(LicensingError) as raised:
+        harness.admin.status()
+    assert raised.value.code.name == "UNAVAILABLE"
