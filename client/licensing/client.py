@@ -48,7 +48,7 @@ class LicensingError(Exception):
     @staticmethod
     def from_rpc_error(error: grpc.RpcError) -> LicensingError:
         reason = ""
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        status = rpc_status.from_call(error)
         if status is not None:
             for detail in status.details:
                 if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -103,22 +103,25 @@ class LicensingClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: Callable[..., Response], request: Any) -> Response:
+    def _call(self, method: Callable[..., Any], request: Any, response_type: type[Response]) -> Response:
         try:
-            return method(request, metadata=self._metadata, timeout=self._timeout)
+            response: Response = method(request, metadata=self._metadata, timeout=self._timeout)
+            return response
         except grpc.RpcError as error:
             raise LicensingError.from_rpc_error(error) from None
 
     def upload(self, license_text: str) -> pb.UploadResponse:
         """Verify and apply a license; raises LicensingError(reason=MALFORMED, ...) on rejection."""
-        return self._call(self._stub.Upload, pb.UploadRequest(license=license_text))
+        return self._call(self._stub.Upload, pb.UploadRequest(license=license_text), pb.UploadResponse)
 
     def validate(self, license_text: str) -> pb.ValidateResponse:
         """Check a license without applying it, and see what applying it would do."""
-        return self._call(self._stub.Validate, pb.ValidateRequest(license=license_text))
+        return self._call(
+            self._stub.Validate, pb.ValidateRequest(license=license_text), pb.ValidateResponse
+        )
 
     def status(self) -> pb.GetStatusResponse:
-        return self._call(self._stub.GetStatus, pb.GetStatusRequest())
+        return self._call(self._stub.GetStatus, pb.GetStatusRequest(), pb.GetStatusResponse)
 
     def report_usage(
         self, instance_id: str, cores: int, *, stopping: bool = False
@@ -126,6 +129,7 @@ class LicensingClient:
         return self._call(
             self._stub.ReportUsage,
             pb.ReportUsageRequest(instance_id=instance_id, cores=cores, stopping=stopping),
+            pb.ReportUsageResponse,
         )
 
     def check_write(
@@ -134,9 +138,16 @@ class LicensingClient:
         return self._call(
             self._stub.CheckWrite,
             pb.CheckWriteRequest(
-                resource_type=resource_type, operation=int(operation), feature=feature
+                resource_type=resource_type,
+                operation=pb.Operation.ValueType(int(operation)),
+                feature=feature,
             ),
+            pb.CheckWriteResponse,
         )
 
     def usage_history(self, days: int = 0) -> pb.GetUsageHistoryResponse:
-        return self._call(self._stub.GetUsageHistory, pb.GetUsageHistoryRequest(days=days))
+        return self._call(
+            self._stub.GetUsageHistory,
+            pb.GetUsageHistoryRequest(days=days),
+            pb.GetUsageHistoryResponse,
+        )

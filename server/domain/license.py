@@ -192,7 +192,7 @@ def _license_from_claims(claims: Any, key_id: str, token: str) -> License:
     effective_at = _time_claim(claims, "nbf")
     expires_at = _time_claim(claims, "exp")
     max_dp_cores = claims.get("max_dp_cores")
-    if not _is_int(max_dp_cores):
+    if not isinstance(max_dp_cores, int) or isinstance(max_dp_cores, bool):
         raise _claim_error("max_dp_cores", "an integer")
     if not 1 <= max_dp_cores <= MAX_INT32:
         raise LicenseRejected(
@@ -223,10 +223,6 @@ def _license_from_claims(claims: Any, key_id: str, token: str) -> License:
         key_id=key_id,
         token=token,
     )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _claim_error(name: str, expected: str) -> LicenseRejected:
