@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from server.domain.clock import SECONDS_PER_DAY, Clock
 from server.domain.decision import (
+    MAX_RESOURCE_TYPE_CHARS,
     Decision,
     Enforcement,
     Operation,
@@ -55,8 +56,9 @@ log = logging.getLogger("licensing")
 
 # Differences smaller than this between threads reading the clock are not a clock step.
 CLOCK_BACK_TOLERANCE = 1.0
-# GetStatus's current totals may be this old, so a status call never scans the fleet.
-USAGE_SNAPSHOT_MAX_AGE = 1.0
+# GetStatus's answer (and its current totals) may be this old while nothing else changes,
+# so a status call never scans the fleet.
+STATUS_MAX_AGE = 1.0
 
 
 class ConfigurationError(Exception):
@@ -226,6 +228,8 @@ class LicenseFileReport:
     last_error: str = ""
     last_error_reason: str = ""
     last_applied_at: float | None = None
+    # distinct failed reloads (each new bad content or read error), for metrics
+    reload_errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -255,13 +259,6 @@ class ReportOutcome:
 
 
 @dataclass(frozen=True)
-class WriteCheck:
-    decision: Decision
-    state: RuntimeState
-    serial_number: str
-
-
-@dataclass(frozen=True)
 class UsageHistory:
     days: list[DayRecord]
     state_changes: list[StateChange]
@@ -287,7 +284,12 @@ class LicensingService:
         self._lock = threading.RLock()
         self._usage_lock = threading.Lock()
         self._clock_watch = _ClockWatch()
-        self.license_file: LicenseFileReport | None = None
+        # GetStatus answers are reused until something they show changes (or a second passes)
+        self._status_version = 0
+        self._status_cache: tuple[tuple[int, int], Status] | None = None
+        self._license_file: LicenseFileReport | None = None
+        # days evaluated since start, for metrics
+        self.evaluations_total = 0
 
         wall = clock.now()
         self.deployment = self._load_deployment(wall)
@@ -357,6 +359,15 @@ class LicensingService:
         applied_at = row["activated_at"] if status == "active" else row["received_at"]
         return InForce(lic, LicenseSource(row["source"]), applied_at)
 
+    @property
+    def license_file(self) -> LicenseFileReport | None:
+        return self._license_file
+
+    @license_file.setter
+    def license_file(self, report: LicenseFileReport | None) -> None:
+        self._license_file = report
+        self._status_version += 1
+
     # --- time ------------------------------------------------------------------------
 
     def now(self) -> float:
@@ -367,6 +378,7 @@ class LicensingService:
             self._high_water = wall
             if self._clock_watch.behind:
                 self._clock_watch.behind = False
+                self._status_version += 1
                 log.warning("the system clock has caught up with the latest time seen")
             return wall
         if high - wall > CLOCK_BACK_TOLERANCE:
@@ -378,6 +390,7 @@ class LicensingService:
         watch.moved_back = True
         if not watch.behind:
             watch.behind = True
+            self._status_version += 1
             watch.last_step = high - wall
             watch.last_step_at = wall
             log.warning(
@@ -393,7 +406,7 @@ class LicensingService:
     def _build_enforcement(self) -> Enforcement:
         active = self._active
         lic = active.license if active else None
-        return Enforcement.build(
+        return Enforcement(
             lic,
             lic.ends_at(self.deployment) if lic else None,
             self._standing,
@@ -420,6 +433,7 @@ class LicensingService:
             if lic.is_pending(now):
                 self._store.add_pending_license(incoming.row("pending"), now, self._high_water)
                 self._pending = incoming
+                self._status_version += 1
                 log.info(
                     "license %s (%s) accepted as pending from %s: it takes over %s",
                     lic.serial_number,
@@ -475,6 +489,7 @@ class LicensingService:
             self._last_state_change = change
         self._standing = after
         self._enforcement = self._build_enforcement()
+        self._status_version += 1
 
     def _take_over(self, at: float) -> None:
         pending = self._pending
@@ -553,7 +568,7 @@ class LicensingService:
         if (
             snapshot is not None
             and snapshot[1] == self._usage_version
-            and 0 <= now - snapshot[0] < USAGE_SNAPSHOT_MAX_AGE
+            and 0 <= now - snapshot[0] < STATUS_MAX_AGE
         ):
             return snapshot[2], snapshot[3]
         with self._usage_lock:
@@ -564,23 +579,39 @@ class LicensingService:
 
     # --- decisions and status -------------------------------------------------------
 
-    def check_write(self, resource_type: str, operation: Operation, feature: str) -> WriteCheck:
+    def check_write(self, resource_type: str, operation: Operation, feature: str) -> Decision:
         """The decision table, from memory. Raises InvalidWriteCheck for a bad request."""
         check_request(resource_type)
         now = self.now()
-        if self._pending is not None and now >= self._pending.license.effective_at:
+        pending = self._pending
+        if pending is not None and now >= pending.license.effective_at:
             self.tick()
-        enforcement = self._enforcement
-        return WriteCheck(
-            enforcement.decide(resource_type, operation, feature, now),
-            enforcement.standing.state,
-            enforcement.serial_number,
-        )
+        decision = self._enforcement.decide(resource_type, operation, feature, now)
+        if not decision.allowed:
+            # repr keeps a caller's newlines from splitting the log line
+            log.info(
+                "write denied: %s %r%s: %s",
+                operation.name.lower(),
+                resource_type,
+                f" (feature {feature[:MAX_RESOURCE_TYPE_CHARS]!r})" if feature else "",
+                decision.reason.value,
+            )
+        return decision
 
     def status(self) -> Status:
+        """Everything GetStatus shows; reused for up to a second while nothing changes."""
         now = self.now()
         if self._pending is not None and now >= self._pending.license.effective_at:
             self.tick()
+        versions = (self._status_version, self._usage_version)
+        cached = self._status_cache
+        if cached is not None and cached[0] == versions and 0 <= now - cached[1].now < STATUS_MAX_AGE:
+            return cached[1]
+        status = self._build_status(now)
+        self._status_cache = (versions, status)
+        return status
+
+    def _build_status(self, now: float) -> Status:
         enforcement = self._enforcement
         active = self._active
         ends_at = active.license.ends_at(self.deployment) if active else None
@@ -715,6 +746,7 @@ class LicensingService:
         self._store.record_evaluation(record.row(), change.row() if change else None, self._high_water)
         self._last_evaluated_day = day
         self._last_evaluation = record
+        self.evaluations_total += 1
         log.info(
             "evaluated %s: peak %d cores, quota %s, %s -> %s",
             record.day,

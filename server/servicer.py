@@ -9,6 +9,7 @@ from licensing.v1 import licensing_pb2 as pb
 from licensing.v1 import licensing_pb2_grpc
 
 from server.domain.decision import (
+    Decision,
     DecisionReason,
     InvalidWriteCheck,
     Operation,
@@ -25,9 +26,11 @@ from server.service import (
     LicenseSource,
     LicensingService,
     StateChange,
+    Status,
 )
 
 MAX_HISTORY_DAYS = 3660
+DECISION_CACHE_SIZE = 64
 DEFAULT_HISTORY_DAYS = 30
 
 STATES = {
@@ -132,6 +135,8 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
     def __init__(self, service: LicensingService) -> None:
         self._service = service
         self._deployment = service.deployment
+        self._decisions: dict[int, tuple[Decision, pb.CheckWriteResponse]] = {}
+        self._last_status: tuple[Status, pb.GetStatusResponse] | None = None
 
     def Upload(self, request: pb.UploadRequest, context: grpc.ServicerContext) -> pb.UploadResponse:
         try:
@@ -181,6 +186,14 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
         self, request: pb.GetStatusRequest, context: grpc.ServicerContext
     ) -> pb.GetStatusResponse:
         status = self._service.status()
+        last = self._last_status
+        if last is not None and last[0] is status:
+            return last[1]
+        response = self._status_response(status)
+        self._last_status = (status, response)
+        return response
+
+    def _status_response(self, status: Status) -> pb.GetStatusResponse:
         clock = status.clock
         response = pb.GetStatusResponse(
             state=STATES[status.standing.state],
@@ -245,18 +258,25 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
                 "OPERATION_READ",
             )
         try:
-            check = self._service.check_write(request.resource_type, operation, request.feature)
+            decision = self._service.check_write(request.resource_type, operation, request.feature)
         except InvalidWriteCheck as invalid:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, invalid.reason, invalid.message)
-        decision = check.decision
-        return pb.CheckWriteResponse(
+        # most answers are one of a few ready Decisions: reuse their built responses
+        cached = self._decisions.get(id(decision))
+        if cached is not None and cached[0] is decision:
+            return cached[1]
+        response = pb.CheckWriteResponse(
             allowed=decision.allowed,
             reason=REASONS[decision.reason],
             message=decision.message,
-            state=STATES[check.state],
-            license_serial_number=check.serial_number,
+            state=STATES[decision.state],
+            license_serial_number=decision.serial_number,
             warnings=[warning_proto(w) for w in decision.warnings],
         )
+        if len(self._decisions) >= DECISION_CACHE_SIZE:
+            self._decisions.clear()
+        self._decisions[id(decision)] = (decision, response)
+        return response
 
     def GetUsageHistory(
         self, request: pb.GetUsageHistoryRequest, context: grpc.ServicerContext

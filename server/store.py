@@ -29,11 +29,11 @@ class StoreError(Exception):
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
-    db["deployment"].create(
+    db.table("deployment").create(
         {"id": int, "deployment_id": str, "deployment_time": float}, pk="id", not_null={"deployment_id", "deployment_time"}
     )
     # one row: what survives a restart besides the tables below
-    db["service_state"].create(
+    db.table("service_state").create(
         {
             "id": int,
             "runtime_state": str,
@@ -43,7 +43,7 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["licenses"].create(
+    db.table("licenses").create(
         {
             "id": int,
             "serial_number": str,
@@ -63,8 +63,8 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["licenses"].create_index(["status"])
-    db["day_evaluations"].create(
+    db.table("licenses").create_index(["status"])
+    db.table("day_evaluations").create(
         {
             "day": str,
             "peak_cores": int,
@@ -79,7 +79,7 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         },
         pk="day",
     )
-    db["state_changes"].create(
+    db.table("state_changes").create(
         {
             "id": int,
             "changed_at": float,
@@ -90,7 +90,7 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["usage_intervals"].create(
+    db.table("usage_intervals").create(
         {
             "id": int,
             "instance_id": str,
@@ -101,12 +101,18 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["usage_intervals"].create_index(["started_at"])
+    db.table("usage_intervals").create_index(["started_at"])
     db.execute("CREATE INDEX idx_usage_intervals_live ON usage_intervals(id) WHERE ended_at IS NULL")
 
 
+def _migration_2(db: sqlite_utils.Database) -> None:
+    # the license file's token last applied (or matched): an unchanged file is not re-applied
+    # over a newer upload, even across a restart
+    db.table("service_state").add_column("license_file_token_sha256", str)
+
+
 # The schema migrates forward on start: migration N takes user_version N-1 to N.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
 
 _UPSERT_INTERVAL = (
     "INSERT INTO usage_intervals (id, instance_id, cores, started_at, last_seen_at, ended_at) "
@@ -215,7 +221,7 @@ class Store:
     def live_intervals(self) -> list[IntervalRow]:
         with self._write_lock:
             return [
-                tuple(r)  # type: ignore[misc]
+                tuple(r)
                 for r in self.db.execute(
                     "SELECT id, instance_id, cores, started_at, last_seen_at, ended_at "
                     "FROM usage_intervals WHERE ended_at IS NULL"
@@ -231,7 +237,7 @@ class Store:
         with self._write_lock:
             self._flush_usage_locked()
             return [
-                tuple(r)  # type: ignore[misc]
+                tuple(r)
                 for r in self.db.execute(
                     "SELECT id, instance_id, cores, started_at, last_seen_at, ended_at "
                     "FROM usage_intervals WHERE started_at < ? "
@@ -257,15 +263,15 @@ class Store:
 
     def deployment(self) -> dict[str, Any] | None:
         with self._write_lock:
-            rows = list(self.db["deployment"].rows_where("id = 1"))
+            rows = list(self.db.table("deployment").rows_where("id = 1"))
         return rows[0] if rows else None
 
     def create_deployment(self, deployment_id: str, deployment_time: float, runtime_state: str) -> None:
         with self.transaction() as db:
-            db["deployment"].insert(
+            db.table("deployment").insert(
                 {"id": 1, "deployment_id": deployment_id, "deployment_time": deployment_time}
             )
-            db["service_state"].insert(
+            db.table("service_state").insert(
                 {
                     "id": 1,
                     "runtime_state": runtime_state,
@@ -277,7 +283,7 @@ class Store:
 
     def service_state(self) -> dict[str, Any]:
         with self._write_lock:
-            return dict(self.db["service_state"].get(1))
+            return dict(self.db.table("service_state").get(1))
 
     def save_high_water(self, high_water_at: float) -> None:
         with self.transaction() as db:
@@ -286,6 +292,16 @@ class Store:
                 "WHERE id = 1",
                 [high_water_at],
             )
+
+    def license_file_token(self) -> str | None:
+        """The SHA-256 of the license token last taken from the license file, if any."""
+        with self._write_lock:
+            value = self.db.table("service_state").get(1)["license_file_token_sha256"]
+        return str(value) if value else None
+
+    def save_license_file_token(self, token_sha256: str) -> None:
+        with self.transaction() as db:
+            db.table("service_state").update(1, {"license_file_token_sha256": token_sha256})
 
     @staticmethod
     def _update_state(
@@ -301,7 +317,7 @@ class Store:
         if change is not None:
             values["runtime_state"] = change.state_after
             values["grace_ends_at"] = change.grace_ends_at
-            db["state_changes"].insert(
+            db.table("state_changes").insert(
                 {
                     "changed_at": change.changed_at,
                     "state_before": change.state_before,
@@ -311,7 +327,7 @@ class Store:
                 }
             )
         if values:
-            db["service_state"].update(1, values)
+            db.table("service_state").update(1, values)
         db.execute(
             "UPDATE service_state SET high_water_at = max(coalesce(high_water_at, 0), ?) WHERE id = 1",
             [high_water_at],
@@ -323,18 +339,18 @@ class Store:
         """Store one evaluated day and its outcome atomically: a day is evaluated exactly once."""
         row = dict(evaluation, peak_instances=json.dumps(evaluation["peak_instances"]))
         with self.transaction() as db:
-            db["day_evaluations"].insert(row)
+            db.table("day_evaluations").insert(row)
             self._update_state(db, change, high_water_at, last_evaluated_day=row["day"])
 
     # --- licenses ------------------------------------------------------------------
 
     def licenses_with_status(self, status: str) -> list[dict[str, Any]]:
         with self._write_lock:
-            return list(self.db["licenses"].rows_where("status = ?", [status], order_by="id"))
+            return list(self.db.table("licenses").rows_where("status = ?", [status], order_by="id"))
 
     def license_history(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._write_lock:
-            return list(self.db["licenses"].rows_where(order_by="id desc", limit=limit))
+            return list(self.db.table("licenses").rows_where(order_by="id desc", limit=limit))
 
     def add_pending_license(self, row: dict[str, Any], at: float, high_water_at: float) -> None:
         """Keep a license until its effective time; it replaces any license already waiting."""
@@ -342,7 +358,7 @@ class Store:
             db.execute(
                 "UPDATE licenses SET status = 'replaced', ended_at = ? WHERE status = 'pending'", [at]
             )
-            db["licenses"].insert(dict(row, status="pending"))
+            db.table("licenses").insert(dict(row, status="pending"))
             self._update_state(db, None, high_water_at)
 
     def activate_license(
@@ -365,21 +381,21 @@ class Store:
                     [at, row["token_sha256"]],
                 )
             else:
-                db["licenses"].insert(dict(row, status="active", activated_at=at))
+                db.table("licenses").insert(dict(row, status="active", activated_at=at))
             self._update_state(db, change, high_water_at)
 
     # --- history ---------------------------------------------------------------------
 
     def day_evaluations(self, limit: int) -> list[dict[str, Any]]:
         with self._write_lock:
-            rows = list(self.db["day_evaluations"].rows_where(order_by="day desc", limit=limit))
+            rows = list(self.db.table("day_evaluations").rows_where(order_by="day desc", limit=limit))
         for row in rows:
             row["peak_instances"] = json.loads(row["peak_instances"] or "[]")
         return rows
 
     def state_changes(self, limit: int) -> list[StateChangeRow]:
         with self._write_lock:
-            rows = list(self.db["state_changes"].rows_where(order_by="id desc", limit=limit))
+            rows = list(self.db.table("state_changes").rows_where(order_by="id desc", limit=limit))
         return [
             StateChangeRow(r["changed_at"], r["state_before"], r["state_after"], r["grace_ends_at"], r["cause"])
             for r in rows

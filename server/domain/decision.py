@@ -8,7 +8,7 @@ reads memory only.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from enum import Enum, StrEnum
 
 from server.domain.clock import SECONDS_PER_DAY
@@ -55,12 +55,14 @@ class StatusWarning:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
     reason: DecisionReason
     message: str
     warnings: tuple[StatusWarning, ...]
+    state: RuntimeState
+    serial_number: str
 
 
 class InvalidWriteCheck(Exception):
@@ -83,140 +85,154 @@ def days_left(ends_at: float, now: float) -> int:
     return math.floor((ends_at - now) / SECONDS_PER_DAY)
 
 
-@dataclass(frozen=True)
 class Enforcement:
-    """What the write decision needs, fixed until the license or state changes."""
+    """What the write decision needs, fixed until the license or the runtime state changes.
 
-    license: License | None
-    # When the license stops being valid here (the trial rule applied).
-    license_ends_at: float
-    standing: Standing
-    expiry_warning_days: int
-    features: frozenset[str] = field(default=frozenset())
-    serial_number: str = ""
+    The answers that do not depend on the request are made once, here, so the
+    hot path mostly picks a ready Decision.
+    """
 
-    @staticmethod
-    def build(
-        lic: License | None, ends_at: float | None, standing: Standing, expiry_warning_days: int
-    ) -> Enforcement:
-        return Enforcement(
-            license=lic,
-            license_ends_at=ends_at if ends_at is not None else math.inf,
-            standing=standing,
-            expiry_warning_days=expiry_warning_days,
-            features=frozenset(lic.features) if lic else frozenset(),
-            serial_number=lic.serial_number if lic else "",
+    __slots__ = (
+        "_allowed",
+        "_standing_warnings",
+        "_warn_after",
+        "expiry_warning_days",
+        "features",
+        "license",
+        "license_ends_at",
+        "serial_number",
+        "standing",
+    )
+
+    def __init__(
+        self, lic: License | None, ends_at: float | None, standing: Standing, expiry_warning_days: int
+    ) -> None:
+        self.license = lic
+        # when the license stops being valid here (the trial rule applied)
+        self.license_ends_at = ends_at if ends_at is not None and lic is not None else math.inf
+        self.standing = standing
+        self.expiry_warning_days = expiry_warning_days
+        self.features = frozenset(lic.features) if lic else frozenset()
+        self.serial_number = lic.serial_number if lic else ""
+        # until this instant only the state's warnings apply; after it, expiry ones too
+        self._warn_after = self.license_ends_at - expiry_warning_days * SECONDS_PER_DAY
+        self._standing_warnings = self._state_warnings()
+        grace = (
+            f"allowed during the grace period, which ends {iso_time(standing.grace_ends_at)}"
+            if standing.grace_ends_at is not None
+            else "allowed during the grace period"
         )
+        self._allowed = {
+            reason: Decision(
+                True, reason, message, self._standing_warnings, standing.state, self.serial_number
+            )
+            for reason, message in (
+                (DecisionReason.LICENSE_RESOURCE, "the license itself may always be managed"),
+                (DecisionReason.READ, "reads are always allowed"),
+                (
+                    DecisionReason.DELETE,
+                    "deletes are always allowed, so configuration can always be removed",
+                ),
+                (DecisionReason.GRACE_PERIOD, grace),
+                (DecisionReason.LICENSED, "allowed"),
+            )
+        }
 
-    def warnings(self, now: float) -> tuple[StatusWarning, ...]:
-        """The warnings every CheckWrite and GetStatus answer carries."""
-        found: list[StatusWarning] = []
+    def _state_warnings(self) -> tuple[StatusWarning, ...]:
         if self.license is None:
             return ()
-        if now >= self.license_ends_at:
-            found.append(
-                StatusWarning(
-                    WarningKind.LICENSE_EXPIRED,
-                    f"license {self.serial_number} ended {iso_time(self.license_ends_at)}: "
-                    "creating and updating configuration is blocked until a new license is "
-                    "uploaded",
-                )
-            )
-        else:
-            left = days_left(self.license_ends_at, now)
-            if left < self.expiry_warning_days:
-                found.append(
-                    StatusWarning(
-                        WarningKind.LICENSE_EXPIRING,
-                        f"license {self.serial_number} ends {iso_time(self.license_ends_at)}, "
-                        f"in {left} day{'s' if left != 1 else ''}: plan the renewal",
-                    )
-                )
         state = self.standing.state
         if state is RuntimeState.DP_CORE_EXCEEDED:
             assert self.standing.grace_ends_at is not None
-            found.append(
+            return (
                 StatusWarning(
                     WarningKind.DP_CORE_EXCEEDED,
                     f"data-plane core usage exceeds the licensed {self.license.max_dp_cores} "
                     f"cores; the grace period ends {iso_time(self.standing.grace_ends_at)}, "
                     "after which creating and updating configuration is blocked",
-                )
+                ),
             )
-        elif state is RuntimeState.RESTRICTED:
-            found.append(
+        if state is RuntimeState.RESTRICTED:
+            return (
                 StatusWarning(
                     WarningKind.RESTRICTED,
                     f"data-plane core usage exceeded the licensed {self.license.max_dp_cores} "
                     "cores past the grace period: creating and updating configuration is "
                     "blocked; scale the gateways down or upload a license with more cores",
-                )
+                ),
             )
-        return tuple(found)
+        return ()
+
+    def warnings(self, now: float) -> tuple[StatusWarning, ...]:
+        """The warnings every CheckWrite and GetStatus answer carries."""
+        if now <= self._warn_after:
+            return self._standing_warnings
+        if now >= self.license_ends_at:
+            ending = StatusWarning(
+                WarningKind.LICENSE_EXPIRED,
+                f"license {self.serial_number} ended {iso_time(self.license_ends_at)}: "
+                "creating and updating configuration is blocked until a new license is "
+                "uploaded",
+            )
+        else:
+            left = days_left(self.license_ends_at, now)
+            ending = StatusWarning(
+                WarningKind.LICENSE_EXPIRING,
+                f"license {self.serial_number} ends {iso_time(self.license_ends_at)}, "
+                f"in {left} day{'s' if left != 1 else ''}: plan the renewal",
+            )
+        return (ending, *self._standing_warnings)
 
     def decide(
         self, resource_type: str, operation: Operation, feature: str, now: float
     ) -> Decision:
         """The SPEC's decision table."""
-        warnings = self.warnings(now)
         if resource_type == LICENSE_RESOURCE:
-            return Decision(
-                True,
-                DecisionReason.LICENSE_RESOURCE,
-                "the license itself may always be managed",
-                warnings,
-            )
-        if operation is Operation.READ:
-            return Decision(True, DecisionReason.READ, "reads are always allowed", warnings)
-        if operation is Operation.DELETE:
-            return Decision(
-                True,
-                DecisionReason.DELETE,
-                "deletes are always allowed, so configuration can always be removed",
-                warnings,
-            )
-        if self.license is None:
-            return Decision(
-                False,
+            reason = DecisionReason.LICENSE_RESOURCE
+        elif operation is Operation.READ:
+            reason = DecisionReason.READ
+        elif operation is Operation.DELETE:
+            reason = DecisionReason.DELETE
+        elif self.license is None:
+            return self._denied(
                 DecisionReason.NO_LICENSE,
                 f"no license is installed: cannot {operation.name.lower()} {resource_type}; "
                 "upload a license first",
-                warnings,
+                now,
             )
-        if now >= self.license_ends_at:
-            return Decision(
-                False,
+        elif now >= self.license_ends_at:
+            return self._denied(
                 DecisionReason.LICENSE_EXPIRED,
                 f"license {self.serial_number} ended {iso_time(self.license_ends_at)}: cannot "
                 f"{operation.name.lower()} {resource_type}; upload a new license",
-                warnings,
+                now,
             )
-        if feature and feature not in self.features:
-            return Decision(
-                False,
+        elif feature and feature not in self.features:
+            return self._denied(
                 DecisionReason.FEATURE_NOT_LICENSED,
                 f"{resource_type} needs feature {feature!r}, which license {self.serial_number} "
                 f"does not include (it has: {', '.join(sorted(self.features)) or 'none'})",
-                warnings,
+                now,
             )
-        state = self.standing.state
-        if state is RuntimeState.RESTRICTED:
-            return Decision(
-                False,
+        elif self.standing.state is RuntimeState.RESTRICTED:
+            return self._denied(
                 DecisionReason.RESTRICTED,
                 f"restricted: data-plane core usage exceeded the licensed "
                 f"{self.license.max_dp_cores} cores past the 7-day grace period; cannot "
                 f"{operation.name.lower()} {resource_type}. Scale the gateways down or upload "
                 "a license with more cores",
-                warnings,
+                now,
             )
-        if state is RuntimeState.DP_CORE_EXCEEDED:
-            assert self.standing.grace_ends_at is not None
-            return Decision(
-                True,
-                DecisionReason.GRACE_PERIOD,
-                f"allowed during the grace period, which ends "
-                f"{iso_time(self.standing.grace_ends_at)}",
-                warnings,
-            )
-        return Decision(True, DecisionReason.LICENSED, "allowed", warnings)
+        elif self.standing.state is RuntimeState.DP_CORE_EXCEEDED:
+            reason = DecisionReason.GRACE_PERIOD
+        else:
+            reason = DecisionReason.LICENSED
+        decision = self._allowed[reason]
+        if now <= self._warn_after:
+            return decision
+        return replace(decision, warnings=self.warnings(now))
+
+    def _denied(self, reason: DecisionReason, message: str, now: float) -> Decision:
+        return Decision(
+            False, reason, message, self.warnings(now), self.standing.state, self.serial_number
+        )
