@@ -302,7 +302,7 @@ class LicensingService:
         self._last_evaluated_day: date | None = (
             date.fromisoformat(state["last_evaluated_day"]) if state["last_evaluated_day"] else None
         )
-        evaluations = store.day_evaluations(1)
+        evaluations = store.day_evaluations(1, with_instances=False)
         self._last_evaluation = DayRecord.from_row(evaluations[0]) if evaluations else None
         changes = store.state_changes(1)
         self._last_state_change = StateChange.from_row(changes[0]) if changes else None
@@ -674,8 +674,11 @@ class LicensingService:
             now=now,
         )
 
-    def usage_history(self, days: int) -> UsageHistory:
-        records = [DayRecord.from_row(r) for r in self._store.day_evaluations(days)]
+    def usage_history(
+        self, days: int, *, with_instances: bool = False, day: str | None = None
+    ) -> UsageHistory:
+        rows = self._store.day_evaluations(days, with_instances=with_instances, day=day)
+        records = [DayRecord.from_row(r) for r in rows]
         changes = [StateChange.from_row(r) for r in self._store.state_changes(100)]
         active = self._active
         return UsageHistory(records, changes, active.license.max_dp_cores if active else None)

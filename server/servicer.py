@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -288,9 +290,24 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
                 "INVALID_ARGUMENT",
                 f"days must be 0 (meaning {DEFAULT_HISTORY_DAYS}) to {MAX_HISTORY_DAYS}",
             )
-        history = self._service.usage_history(request.days or DEFAULT_HISTORY_DAYS)
+        day = request.day or None
+        if day is not None:
+            try:
+                date.fromisoformat(day)
+            except ValueError:
+                abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "INVALID_ARGUMENT",
+                    f"day must be a date, YYYY-MM-DD; got {day!r}",
+                )
+        history = self._service.usage_history(
+            request.days or DEFAULT_HISTORY_DAYS,
+            with_instances=request.include_peak_instances,
+            day=day,
+        )
         return pb.GetUsageHistoryResponse(
-            days=[day_proto(d, with_instances=True) for d in history.days],
+            days=[day_proto(d, with_instances=request.include_peak_instances) for d in history.days],
             state_changes=[state_change_proto(c) for c in history.state_changes],
             max_dp_cores=history.max_dp_cores or 0,
         )

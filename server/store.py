@@ -386,11 +386,19 @@ class Store:
 
     # --- history ---------------------------------------------------------------------
 
-    def day_evaluations(self, limit: int) -> list[dict[str, Any]]:
+    def day_evaluations(
+        self, limit: int, *, with_instances: bool = True, day: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The latest evaluated days, newest first (or just `day`)."""
+        where, params = ("day = ?", [day]) if day else (None, [])
         with self._write_lock:
-            rows = list(self.db.table("day_evaluations").rows_where(order_by="day desc", limit=limit))
+            rows = list(
+                self.db.table("day_evaluations").rows_where(
+                    where, params, order_by="day desc", limit=limit
+                )
+            )
         for row in rows:
-            row["peak_instances"] = json.loads(row["peak_instances"] or "[]")
+            row["peak_instances"] = json.loads(row["peak_instances"] or "[]") if with_instances else []
         return rows
 
     def state_changes(self, limit: int) -> list[StateChangeRow]:

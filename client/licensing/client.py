@@ -145,9 +145,14 @@ class LicensingClient:
             pb.CheckWriteResponse,
         )
 
-    def usage_history(self, days: int = 0) -> pb.GetUsageHistoryResponse:
+    def usage_history(
+        self, days: int = 0, *, include_peak_instances: bool = False, day: str = ""
+    ) -> pb.GetUsageHistoryResponse:
+        """Evaluated days, newest first (0 days means 30), and the recent state changes."""
         return self._call(
             self._stub.GetUsageHistory,
-            pb.GetUsageHistoryRequest(days=days),
+            pb.GetUsageHistoryRequest(
+                days=days, include_peak_instances=include_peak_instances, day=day
+            ),
             pb.GetUsageHistoryResponse,
         )

@@ -92,6 +92,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """CheckWrite: operation is unspecified or unknown."""
     ERROR_REASON_INVALID_ARGUMENT: _ErrorReason.ValueType  # 14
     """A request field other than the above is out of range."""
+    ERROR_REASON_LICENSE_FILE_MISSING: _ErrorReason.ValueType  # 15
+    """LicenseFileStatus only: the configured license file does not exist."""
+    ERROR_REASON_LICENSE_FILE_UNREADABLE: _ErrorReason.ValueType  # 16
+    """LicenseFileStatus only: the license file exists but cannot be read
+    (permissions, a directory, an I/O error).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists every reason an error's google.rpc.ErrorInfo can carry.
@@ -131,6 +137,12 @@ ERROR_REASON_INVALID_OPERATION: ErrorReason.ValueType  # 13
 """CheckWrite: operation is unspecified or unknown."""
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason.ValueType  # 14
 """A request field other than the above is out of range."""
+ERROR_REASON_LICENSE_FILE_MISSING: ErrorReason.ValueType  # 15
+"""LicenseFileStatus only: the configured license file does not exist."""
+ERROR_REASON_LICENSE_FILE_UNREADABLE: ErrorReason.ValueType  # 16
+"""LicenseFileStatus only: the license file exists but cannot be read
+(permissions, a directory, an I/O error).
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _LicenseRejectionReason:
@@ -942,7 +954,9 @@ class DayUsage(_message.Message):
 
     @_builtins.property
     def peak_instances(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstanceUsage]:
-        """The instances counting at peak_time."""
+        """The instances counting at peak_time (GetUsageHistory with
+        include_peak_instances only).
+        """
 
     @_builtins.property
     def grace_end_time(self) -> _timestamp_pb2.Timestamp:
@@ -1011,18 +1025,28 @@ class GetUsageHistoryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DAYS_FIELD_NUMBER: _builtins.int
+    INCLUDE_PEAK_INSTANCES_FIELD_NUMBER: _builtins.int
+    DAY_FIELD_NUMBER: _builtins.int
     days: _builtins.int
     """How many of the latest evaluated days to return; 0 means 30, at most
     3660.
     """
+    include_peak_instances: _builtins.bool
+    """Also return, for each day, the instances that made up its peak. A large
+    fleet makes this large: ask for few days (or one, with `day`).
+    """
+    day: _builtins.str
+    """Only this day (YYYY-MM-DD), when set; `days` is then ignored."""
     def __init__(
         self,
         *,
         days: _builtins.int = ...,
+        include_peak_instances: _builtins.bool = ...,
+        day: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "days", b"days", "include_peak_instances", b"include_peak_instances"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
