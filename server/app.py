@@ -26,6 +26,8 @@ from server.config import Config, ConfigError, is_loopback, load_config
 from server.domain.clock import Clock, SystemClock
 from server.domain.license import load_public_key, private_key_pem, public_key_pem
 from server.evaluator import Evaluator
+from server.license_file import LicenseFileWatcher
+from server.metrics import Metrics
 from server.service import ConfigurationError, LicensingService, ServiceSettings
 from server.servicer import LicenseServicer
 from server.store import Store, StoreError
@@ -133,6 +135,10 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
     interceptors = [BearerTokenAuth(auth_tokens)] if any(auth_tokens.values()) else []
     if not interceptors:
         log.warning("no tokens configured: every call is allowed (loopback only)")
+    metrics = Metrics() if config.metrics_listen else None
+    if metrics is not None:
+        # outermost, so calls the auth interceptor refuses are timed too
+        interceptors.insert(0, metrics.interceptor)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="grpc"),
         interceptors=interceptors,
@@ -181,11 +187,31 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
     except (StoreError, ConfigurationError) as error:
         server.stop(None)
         raise StartupError(str(error)) from None
+    extras: list[Any] = []
+    watcher = None
+    if config.license_file:
+        watcher = LicenseFileWatcher(
+            service, store, config.license_file, config.license_poll_interval
+        )
+        # a license in the file is in force before the server reports SERVING
+        watcher.poll_once()
+        extras.append(watcher)
+    if metrics is not None and config.metrics_listen:
+        metrics.watch(service)
+        try:
+            extras.append(metrics.serve(config.metrics_listen))
+        except OSError as error:
+            server.stop(None)
+            store.close()
+            raise StartupError(
+                f"cannot serve metrics on {config.metrics_listen}: {error}"
+            ) from None
     licensing_pb2_grpc.add_LicenseServiceServicer_to_server(LicenseServicer(service), server)
     server.start()
     evaluator = Evaluator(service, config.evaluation_interval)
     evaluator.start()
-    extras: list[Any] = []
+    if watcher is not None:
+        watcher.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
