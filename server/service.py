@@ -549,8 +549,10 @@ class LicensingService:
     def report_usage(self, instance_id: str, cores: int, stopping: bool) -> ReportOutcome:
         """Record a gateway's cores; returns once the report is durable. Raises UsageRejected."""
         check_report(instance_id, cores, stopping)
-        now = self.now()
         with self._usage_lock:
+            # the receive time is read under the lock the evaluator also takes, so a report
+            # stamped before midnight is queued before that midnight's evaluation reads usage
+            now = self.now()
             rows = self._tracker.report(instance_id, cores, stopping, now)
             # queued under the tracker's lock so rows reach the database in tracker order
             ticket = self._store.enqueue_usage(rows)
@@ -724,7 +726,9 @@ class LicensingService:
     def _evaluate(self, day: date, midnight: float, now: float) -> None:
         start = self._calendar.start_of(day)
         ttl = self._settings.instance_ttl
-        peak = peak_between(self._store.intervals_between(start, midnight, ttl), start, midnight, ttl)
+        with self._usage_lock:
+            rows = self._store.intervals_between(start, midnight, ttl)
+        peak = peak_between(rows, start, midnight, ttl)
         active = self._active
         before = self._standing
         if active is None:

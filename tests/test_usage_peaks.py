@@ -1,0 +1,195 @@
+"""Which instances count at an instant, and a day's peak: the usage rules as plain Python."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.domain.usage import (
+    MAX_CORES,
+    IntervalRow,
+    UsageRejected,
+    UsageTracker,
+    check_report,
+    peak_between,
+)
+
+TTL = 30.0
+DAY_START = 1_000_000.0
+DAY_END = DAY_START + 86_400.0
+
+
+class Fleet:
+    """A tracker plus every row it asked to store, keyed by interval id as the store keeps them."""
+
+    def __init__(self, ttl: float = TTL) -> None:
+        self.tracker = UsageTracker(ttl)
+        self.rows: dict[int, IntervalRow] = {}
+
+    def report(self, instance_id: str, cores: int, at: float, stopping: bool = False) -> None:
+        for row in self.tracker.report(instance_id, cores, stopping, at):
+            self.rows[row[0]] = row
+
+    def expire(self, at: float) -> None:
+        for row in self.tracker.expire(at):
+            self.rows[row[0]] = row
+
+    def peak(self, start: float = DAY_START, end: float = DAY_END) -> int:
+        return peak_between(self.rows.values(), start, end, self.tracker.ttl).peak_cores
+
+
+# --- what counts -------------------------------------------------------------------
+
+
+def test_an_instance_counts_from_its_report_until_ttl_after_its_last_report() -> None:
+    fleet = Fleet()
+    fleet.report("gw-1", 8, DAY_START + 100)
+    assert fleet.tracker.current_total(DAY_START + 100) == (8, 1)
+    assert fleet.tracker.current_total(DAY_START + 100 + TTL - 0.001) == (8, 1)
+    assert fleet.tracker.current_total(DAY_START + 100 + TTL) == (0, 0)
+
+
+def test_an_instance_that_keeps_reporting_keeps_counting() -> None:
+    fleet = Fleet()
+    for n in range(10):
+        fleet.report("gw-1", 8, DAY_START + 10 * n)
+    assert fleet.tracker.current_total(DAY_START + 90 + TTL - 1) == (8, 1)
+
+
+def test_an_instance_stops_counting_ttl_after_its_last_report() -> None:
+    fleet = Fleet()
+    fleet.report("gw-1", 8, DAY_START)
+    fleet.expire(DAY_START + TTL)
+    # an instance starting just as the first one lapses does not overlap it
+    fleet.report("gw-2", 8, DAY_START + TTL)
+    assert fleet.rows[1][5] == DAY_START + TTL
+    assert fleet.peak() == 8
+
+
+def test_an_instance_reporting_stopping_stops_counting_at_once() -> None:
+    fleet = Fleet()
+    fleet.report("gw-1", 8, DAY_START)
+    fleet.report("gw-1", 0, DAY_START + 5, stopping=True)
+    assert fleet.tracker.current_total(DAY_START + 5) == (0, 0)
+    fleet.report("gw-2", 8, DAY_START + 6)
+    assert fleet.peak() == 8
+
+
+def test_without_stopping_a_replacement_within_the_ttl_counts_twice() -> None:
+    fleet = Fleet()
+    fleet.report("gw-1", 8, DAY_START)
+    fleet.report("gw-2", 8, DAY_START + 6)
+    assert fleet.peak() == 16
+
+
+def test_a_report_after_the_ttl_lapsed_starts_a_new_interval_without_filling_the_gap() -> None:
+    fleet = Fleet()
+    fleet.report("gw-1", 8, DAY_START)
+    fleet.report("gw-2", 8, DAY_START + 50)
+    fleet.report("gw-1", 8, DAY_START + 100)
+    gw_1 = [(r[3], r[5]) for r in sorted(fleet.rows.values()) if r[1] == "gw-1"]
+    assert gw_1 == [(DAY_START, DAY_START + TTL), (DAY_START + 100, None)]
+    # gw-2 counted [50, 80), while gw-1 was silent: they never overlap
+    assert fleet.peak() == 8
+
+
+def test_a_change_of_cores_ends_one_interval_and_starts_the_next_at_the_same_instant() -> None:
+    fleet = Fleet()
+    fleet.report("gw-1", 8, DAY_START)
+    fleet.report("gw-1", 4, DAY_START + 10)
+    assert fleet.tracker.current_total(DAY_START + 10) == (4, 1)
+    assert fleet.peak() == 8
+    assert fleet.peak(DAY_START + 10, DAY_END) == 4
+
+
+def test_reports_of_the_same_cores_extend_one_interval() -> None:
+    fleet = Fleet()
+    for n in range(8_640):
+        fleet.report("gw-1", 8, DAY_START + 10 * n)
+    assert len(fleet.rows) == 1
+
+
+# --- the day's peak ----------------------------------------------------------------
+
+
+def test_the_total_is_the_sum_of_the_instances_counting_at_an_instant() -> None:
+    fleet = Fleet()
+    fleet.report("gw-1", 8, DAY_START)
+    fleet.report("gw-2", 4, DAY_START + 1)
+    fleet.report("gw-3", 2, DAY_START + 2)
+    assert fleet.tracker.current_total(DAY_START + 2) == (14, 3)
+
+
+def test_a_day_without_reports_has_peak_0() -> None:
+    peak = peak_between([], DAY_START, DAY_END, TTL)
+    assert (peak.peak_cores, peak.peak_at, peak.instances) == (0, None, ())
+
+
+def test_the_peak_is_the_largest_total_at_any_instant_and_names_its_instances() -> None:
+    fleet = Fleet()
+    fleet.report("gw-a", 8, DAY_START + 100)
+    fleet.report("gw-b", 8, DAY_START + 110)
+    fleet.report("gw-c", 4, DAY_START + 5_000)
+    peak = peak_between(fleet.rows.values(), DAY_START, DAY_END, TTL)
+    assert peak.peak_cores == 16
+    assert peak.peak_at == DAY_START + 110
+    assert peak.instances == (("gw-a", 8), ("gw-b", 8))
+
+
+def test_an_interval_across_midnight_counts_on_both_days() -> None:
+    fleet = Fleet()
+    for n in range(7):
+        fleet.report("gw-1", 8, DAY_END - 30 + 10 * n)
+    assert fleet.peak(DAY_START, DAY_END) == 8
+    assert fleet.peak(DAY_END, DAY_END + 86_400) == 8
+
+
+def test_an_interval_that_ended_before_the_day_does_not_count() -> None:
+    fleet = Fleet()
+    fleet.report("gw-1", 8, DAY_START - 100)
+    fleet.expire(DAY_START)
+    assert fleet.peak() == 0
+
+
+def test_a_rolling_restart_with_stopping_is_not_counted_twice() -> None:
+    fleet = Fleet()
+    for n in range(10):
+        fleet.report(f"old-{n}", 4, DAY_START)
+    at = DAY_START + 60
+    for n in range(10):
+        # each old instance is replaced in turn, all within one TTL
+        fleet.report(f"old-{n}", 0, at, stopping=True)
+        fleet.report(f"new-{n}", 4, at)
+        at += 2
+    assert fleet.peak() == 40
+
+
+# --- what a report may say -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("instance_id", ["", "x" * 129, "gw 1", "gw/1", "gw\n1", "gw-ü", "gw;drop"])
+def test_a_bad_instance_id_is_rejected(instance_id: str) -> None:
+    with pytest.raises(UsageRejected) as raised:
+        check_report(instance_id, 8, False)
+    assert raised.value.reason == "INVALID_INSTANCE_ID"
+
+
+@pytest.mark.parametrize(
+    ("cores", "stopping"), [(0, False), (-1, False), (-1, True), (MAX_CORES + 1, False)]
+)
+def test_bad_cores_are_rejected(cores: int, stopping: bool) -> None:
+    with pytest.raises(UsageRejected) as raised:
+        check_report("gw-1", cores, stopping)
+    assert raised.value.reason == "INVALID_CORES"
+
+
+@pytest.mark.parametrize(
+    ("instance_id", "cores", "stopping"),
+    [
+        ("a", 1, False),
+        ("x" * 128, MAX_CORES, False),
+        ("gw-1.zone_a:8080", 8, False),
+        ("gw-1", 0, True),
+    ],
+)
+def test_good_reports_are_accepted(instance_id: str, cores: int, stopping: bool) -> None:
+    check_report(instance_id, cores, stopping)
