@@ -1,7 +1,7 @@
 """Regenerate the Python code and .pyi stubs from protos/ (one command).
 
-    python scripts/generate_protos.py            # write client/licensing/v1/
-    python scripts/generate_protos.py --check    # fail if the committed code is stale
+python scripts/generate_protos.py            # write client/licensing/v1/
+python scripts/generate_protos.py --check    # fail if the committed code is stale
 """
 
 from __future__ import annotations

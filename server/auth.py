@@ -45,7 +45,9 @@ def _refusal(code: grpc.StatusCode, reason: str, message: str) -> grpc.RpcMethod
 
 class BearerTokenAuth(grpc.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, tokens: Mapping[Role, Iterable[str]]) -> None:
-        self._tokens = [(token.encode(), role) for role, values in tokens.items() for token in values]
+        self._tokens = [
+            (token.encode(), role) for role, values in tokens.items() for token in values
+        ]
         if not self._tokens:
             raise ValueError("no tokens configured")
         self._missing = _refusal(

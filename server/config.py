@@ -88,7 +88,9 @@ OPTIONS: list[Option] = [
         "KID=PATH",
         repeatable=True,
     ),
-    Option("deployment_id", _optional_str, None, "pin the deployment ID instead of making one", "ID"),
+    Option(
+        "deployment_id", _optional_str, None, "pin the deployment ID instead of making one", "ID"
+    ),
     Option("tls_cert", _optional_str, None, "TLS certificate chain (PEM)", "PATH"),
     Option("tls_key", _optional_str, None, "TLS private key (PEM)", "PATH"),
     Option(
@@ -153,7 +155,9 @@ OPTIONS: list[Option] = [
     Option("log_format", str, "text", "log format: text or json", "FORMAT"),
     Option("log_level", str, "INFO", "log level: DEBUG, INFO, WARNING, ERROR", "LEVEL"),
     Option("admin_token", _list, [], "admin bearer tokens, comma-separated", "TOKENS", secret=True),
-    Option("gateway_token", _list, [], "gateway bearer tokens, comma-separated", "TOKENS", secret=True),
+    Option(
+        "gateway_token", _list, [], "gateway bearer tokens, comma-separated", "TOKENS", secret=True
+    ),
     Option(
         "control_plane_token",
         _list,
@@ -245,7 +249,9 @@ def argument_parser() -> argparse.ArgumentParser:
         "(e.g. LICENSING_DATA_DIR) or by the key <name> in the --config TOML file; flags win "
         "over the environment, which wins over the file.",
     )
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration file (env LICENSING_CONFIG)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML configuration file (env LICENSING_CONFIG)"
+    )
     for option in OPTIONS:
         if option.secret:
             continue  # tokens come from the environment or the file, never the command line
@@ -262,7 +268,9 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
     environ = os.environ if environ is None else environ
     args = argument_parser().parse_args(argv)
     config_path = args.config or environ.get(env_name("config"))

@@ -21,6 +21,8 @@ def rich_status(code: grpc.StatusCode, reason: str, message: str) -> grpc.Status
     )
 
 
-def abort(context: grpc.ServicerContext, code: grpc.StatusCode, reason: str, message: str) -> NoReturn:
+def abort(
+    context: grpc.ServicerContext, code: grpc.StatusCode, reason: str, message: str
+) -> NoReturn:
     context.abort_with_status(rich_status(code, reason, message))
     raise AssertionError("abort_with_status returns only by raising")

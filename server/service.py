@@ -442,7 +442,12 @@ class LicensingService:
                     iso_time(lic.effective_at),
                 )
                 return UploadOutcome(lic, True, False, self._standing)
-            self._activate(incoming, incoming.row("new"), now, f"license {lic.serial_number} applied from {source.value}")
+            self._activate(
+                incoming,
+                incoming.row("new"),
+                now,
+                f"license {lic.serial_number} applied from {source.value}",
+            )
             return UploadOutcome(lic, False, False, self._standing)
 
     def _activate(self, incoming: InForce, row: dict[str, Any], at: float, cause: str) -> None:
@@ -465,11 +470,13 @@ class LicensingService:
         self._set_standing(after, change)
 
     def _reevaluated(self, lic: License, at: float) -> Standing:
-        """The last evaluated day's peak judged against `lic`, the change standing in for midnight."""
+        """The last evaluated day's peak judged against `lic`, the change standing for midnight."""
         last = self._last_evaluation
         if last is None:
             return self._standing
-        return judge(self._standing, last.peak_cores, lic.max_dp_cores, at, grace_end_after_moment(at))
+        return judge(
+            self._standing, last.peak_cores, lic.max_dp_cores, at, grace_end_after_moment(at)
+        )
 
     def _change(self, after: Standing, at: float, cause: str) -> StateChange | None:
         before = self._standing
@@ -607,7 +614,11 @@ class LicensingService:
             self.tick()
         versions = (self._status_version, self._usage_version)
         cached = self._status_cache
-        if cached is not None and cached[0] == versions and 0 <= now - cached[1].now < STATUS_MAX_AGE:
+        if (
+            cached is not None
+            and cached[0] == versions
+            and 0 <= now - cached[1].now < STATUS_MAX_AGE
+        ):
             return cached[1]
         status = self._build_status(now)
         self._status_cache = (versions, status)
@@ -735,7 +746,9 @@ class LicensingService:
             after = before
         else:
             grace_ends = self._calendar.grace_end_after_midnight(day + timedelta(days=1))
-            after = judge(before, peak.peak_cores, active.license.max_dp_cores, midnight, grace_ends)
+            after = judge(
+                before, peak.peak_cores, active.license.max_dp_cores, midnight, grace_ends
+            )
         max_cores = active.license.max_dp_cores if active else None
         change = self._change(after, midnight, _evaluation_cause(day, peak, max_cores))
         record = DayRecord(
@@ -750,7 +763,9 @@ class LicensingService:
             license_serial_number=active.license.serial_number if active else "",
             grace_ends_at=after.grace_ends_at,
         )
-        self._store.record_evaluation(record.row(), change.row() if change else None, self._high_water)
+        self._store.record_evaluation(
+            record.row(), change.row() if change else None, self._high_water
+        )
         self._last_evaluated_day = day
         self._last_evaluation = record
         self.evaluations_total += 1

@@ -40,7 +40,10 @@ STATES = {
     RuntimeState.DP_CORE_EXCEEDED: pb.RUNTIME_STATE_DP_CORE_EXCEEDED,
     RuntimeState.RESTRICTED: pb.RUNTIME_STATE_RESTRICTED,
 }
-SOURCES = {LicenseSource.UPLOAD: pb.LICENSE_SOURCE_UPLOAD, LicenseSource.FILE: pb.LICENSE_SOURCE_FILE}
+SOURCES = {
+    LicenseSource.UPLOAD: pb.LICENSE_SOURCE_UPLOAD,
+    LicenseSource.FILE: pb.LICENSE_SOURCE_FILE,
+}
 REASONS = {r: pb.DecisionReason.Value("DECISION_REASON_" + r.value) for r in DecisionReason}
 WARNING_KINDS = {k: pb.WarningKind.Value("WARNING_KIND_" + k.value) for k in WarningKind}
 OPERATIONS = {
@@ -53,7 +56,7 @@ OPERATIONS = {
 
 def timestamp(when: float) -> Timestamp:
     seconds = int(when // 1)
-    return Timestamp(seconds=seconds, nanos=int(round((when - seconds) * 1e9)) % 1_000_000_000)
+    return Timestamp(seconds=seconds, nanos=round((when - seconds) * 1e9) % 1_000_000_000)
 
 
 def duration(seconds: float) -> Duration:
@@ -181,7 +184,9 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
         if result.resulting is not None:
             response.resulting_state = STATES[result.resulting.state]
             if result.resulting.grace_ends_at is not None:
-                response.resulting_grace_end_time.CopyFrom(timestamp(result.resulting.grace_ends_at))
+                response.resulting_grace_end_time.CopyFrom(
+                    timestamp(result.resulting.grace_ends_at)
+                )
         return response
 
     def GetStatus(
@@ -223,11 +228,15 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
             response.license_source = SOURCES[status.active.source]
             response.license_applied_time.CopyFrom(timestamp(status.active.applied_at))
         if status.pending is not None:
-            response.pending_license.CopyFrom(license_proto(status.pending.license, status.deployment))
+            response.pending_license.CopyFrom(
+                license_proto(status.pending.license, status.deployment)
+            )
         if status.standing.grace_ends_at is not None:
             response.grace_end_time.CopyFrom(timestamp(status.standing.grace_ends_at))
         if status.last_evaluation is not None:
-            response.last_evaluated_day.CopyFrom(day_proto(status.last_evaluation, with_instances=False))
+            response.last_evaluated_day.CopyFrom(
+                day_proto(status.last_evaluation, with_instances=False)
+            )
         if status.license_file is not None:
             response.license_file.CopyFrom(license_file_proto(status.license_file))
         if status.last_state_change is not None:
@@ -238,7 +247,9 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
         self, request: pb.ReportUsageRequest, context: grpc.ServicerContext
     ) -> pb.ReportUsageResponse:
         try:
-            outcome = self._service.report_usage(request.instance_id, request.cores, request.stopping)
+            outcome = self._service.report_usage(
+                request.instance_id, request.cores, request.stopping
+            )
         except UsageRejected as rejection:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, rejection.reason, rejection.message)
         return pb.ReportUsageResponse(
@@ -307,7 +318,9 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
             day=day,
         )
         return pb.GetUsageHistoryResponse(
-            days=[day_proto(d, with_instances=request.include_peak_instances) for d in history.days],
+            days=[
+                day_proto(d, with_instances=request.include_peak_instances) for d in history.days
+            ],
             state_changes=[state_change_proto(c) for c in history.state_changes],
             max_dp_cores=history.max_dp_cores or 0,
         )

@@ -30,7 +30,9 @@ class StoreError(Exception):
 
 def _migration_1(db: sqlite_utils.Database) -> None:
     db.table("deployment").create(
-        {"id": int, "deployment_id": str, "deployment_time": float}, pk="id", not_null={"deployment_id", "deployment_time"}
+        {"id": int, "deployment_id": str, "deployment_time": float},
+        pk="id",
+        not_null={"deployment_id", "deployment_time"},
     )
     # one row: what survives a restart besides the tables below
     db.table("service_state").create(
@@ -102,7 +104,9 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         pk="id",
     )
     db.table("usage_intervals").create_index(["started_at"])
-    db.execute("CREATE INDEX idx_usage_intervals_live ON usage_intervals(id) WHERE ended_at IS NULL")
+    db.execute(
+        "CREATE INDEX idx_usage_intervals_live ON usage_intervals(id) WHERE ended_at IS NULL"
+    )
 
 
 def _migration_2(db: sqlite_utils.Database) -> None:
@@ -177,9 +181,8 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
         """One atomic write (or consistent read) of several statements."""
-        with self._write_lock:
-            with self.db.atomic():
-                yield self.db
+        with self._write_lock, self.db.atomic():
+            yield self.db
 
     # --- usage: group commit ---------------------------------------------------
 
@@ -191,7 +194,7 @@ class Store:
         return ticket
 
     def commit_usage(self, ticket: _UsageTicket) -> None:
-        """Return once the ticket's rows are committed: whoever holds the lock commits all queued."""
+        """Return once the ticket's rows are committed (by whichever caller takes the lock)."""
         if not ticket.done:
             with self._write_lock:
                 if not ticket.done:
@@ -230,7 +233,11 @@ class Store:
 
     def next_interval_id(self) -> int:
         with self._write_lock:
-            return int(self.db.execute("SELECT coalesce(max(id), 0) + 1 FROM usage_intervals").fetchone()[0])
+            return int(
+                self.db.execute("SELECT coalesce(max(id), 0) + 1 FROM usage_intervals").fetchone()[
+                    0
+                ]
+            )
 
     def intervals_between(self, start: float, end: float, ttl: float) -> list[IntervalRow]:
         """The intervals that counted at some instant of [start, end)."""
@@ -266,7 +273,9 @@ class Store:
             rows = list(self.db.table("deployment").rows_where("id = 1"))
         return rows[0] if rows else None
 
-    def create_deployment(self, deployment_id: str, deployment_time: float, runtime_state: str) -> None:
+    def create_deployment(
+        self, deployment_id: str, deployment_time: float, runtime_state: str
+    ) -> None:
         with self.transaction() as db:
             db.table("deployment").insert(
                 {"id": 1, "deployment_id": deployment_id, "deployment_time": deployment_time}
@@ -329,7 +338,8 @@ class Store:
         if values:
             db.table("service_state").update(1, values)
         db.execute(
-            "UPDATE service_state SET high_water_at = max(coalesce(high_water_at, 0), ?) WHERE id = 1",
+            "UPDATE service_state SET high_water_at = max(coalesce(high_water_at, 0), ?) "
+            "WHERE id = 1",
             [high_water_at],
         )
 
@@ -356,7 +366,8 @@ class Store:
         """Keep a license until its effective time; it replaces any license already waiting."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE licenses SET status = 'replaced', ended_at = ? WHERE status = 'pending'", [at]
+                "UPDATE licenses SET status = 'replaced', ended_at = ? WHERE status = 'pending'",
+                [at],
             )
             db.table("licenses").insert(dict(row, status="pending"))
             self._update_state(db, None, high_water_at)
@@ -398,13 +409,17 @@ class Store:
                 )
             )
         for row in rows:
-            row["peak_instances"] = json.loads(row["peak_instances"] or "[]") if with_instances else []
+            row["peak_instances"] = (
+                json.loads(row["peak_instances"] or "[]") if with_instances else []
+            )
         return rows
 
     def state_changes(self, limit: int) -> list[StateChangeRow]:
         with self._write_lock:
             rows = list(self.db.table("state_changes").rows_where(order_by="id desc", limit=limit))
         return [
-            StateChangeRow(r["changed_at"], r["state_before"], r["state_after"], r["grace_ends_at"], r["cause"])
+            StateChangeRow(
+                r["changed_at"], r["state_before"], r["state_after"], r["grace_ends_at"], r["cause"]
+            )
             for r in rows
         ]

@@ -98,7 +98,14 @@ def _issue(args: argparse.Namespace) -> str:
     claims.update({k: v for k, v in flags.items() if v is not None})
     missing = [
         k
-        for k in ("serial_number", "customer", "effective", "expires", "max_dp_cores", "deployment_id")
+        for k in (
+            "serial_number",
+            "customer",
+            "effective",
+            "expires",
+            "max_dp_cores",
+            "deployment_id",
+        )
         if k not in claims
     ]
     if missing:
@@ -120,18 +127,28 @@ def _issue(args: argparse.Namespace) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="license-vendor", description="Make signing keys and issue signed licenses.")
+    root = argparse.ArgumentParser(
+        prog="license-vendor", description="Make signing keys and issue signed licenses."
+    )
     commands = root.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("keygen", help="make an Ed25519 signing key pair")
-    gen.add_argument("--kid", required=True, help="key id; the server trusts the public key under it")
-    gen.add_argument("--out", required=True, help="directory for KID.private.pem and KID.public.pem")
+    gen.add_argument(
+        "--kid", required=True, help="key id; the server trusts the public key under it"
+    )
+    gen.add_argument(
+        "--out", required=True, help="directory for KID.private.pem and KID.public.pem"
+    )
     issue = commands.add_parser("issue", help="issue a signed license (printed to stdout)")
     issue.add_argument("--key", required=True, help="the private key PEM")
     issue.add_argument("--kid", required=True, help="the key id the server trusts it under")
-    issue.add_argument("--from", dest="from_file", help="a JSON or TOML description; flags override it")
+    issue.add_argument(
+        "--from", dest="from_file", help="a JSON or TOML description; flags override it"
+    )
     issue.add_argument("--serial", help="serial number")
     issue.add_argument("--customer", help="customer organisation")
-    issue.add_argument("--effective", help="effective date, ISO 8601 (2027-01-31 or 2027-01-31T12:00:00Z)")
+    issue.add_argument(
+        "--effective", help="effective date, ISO 8601 (2027-01-31 or 2027-01-31T12:00:00Z)"
+    )
     issue.add_argument("--expires", help="expiration date, ISO 8601")
     issue.add_argument("--max-dp-cores", type=int, help="maximum total data-plane cores")
     issue.add_argument("--feature", action="append", help="a licensed feature (repeatable)")
@@ -151,7 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_issue(args))
         return 0
     except LicenseRejected as rejection:
-        print(f"license-vendor: refusing to issue: {rejection.reason.value}: {rejection.message}", file=sys.stderr)
+        print(
+            f"license-vendor: refusing to issue: {rejection.reason.value}: {rejection.message}",
+            file=sys.stderr,
+        )
     except (OSError, ValueError, tomllib.TOMLDecodeError) as error:
         print(f"license-vendor: {error}", file=sys.stderr)
     return 2

@@ -1,7 +1,9 @@
-"""Shared fixtures: real Ed25519 keys, real licenses, a real server on port 0 with a manual clock."""
+"""Shared fixtures: real Ed25519 keys and licenses, a real server on port 0, a manual clock."""
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import os
 import signal
 import socket
@@ -17,7 +19,11 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from licensing.client import LicensingClient
 
@@ -87,7 +93,9 @@ TOKENS = {
 }
 
 
-def server_config(data_dir: Path, vendor: Vendor, *extra: str, environ: dict[str, str] | None = None) -> Any:
+def server_config(
+    data_dir: Path, vendor: Vendor, *extra: str, environ: dict[str, str] | None = None
+) -> Any:
     return load_config(
         [
             "--listen",
@@ -139,7 +147,9 @@ class Harness:
 def harness_for(config: Any, clock: ManualClock) -> Iterator[Harness]:
     running = start_server(config, clock)
     target = f"127.0.0.1:{running.port}"
-    clients = [LicensingClient(target, token=t) for t in (ADMIN_TOKEN, GATEWAY_TOKEN, CONTROL_PLANE_TOKEN)]
+    clients = [
+        LicensingClient(target, token=t) for t in (ADMIN_TOKEN, GATEWAY_TOKEN, CONTROL_PLANE_TOKEN)
+    ]
     try:
         yield Harness(running, clock, *clients, target=target)
     finally:
@@ -149,11 +159,15 @@ def harness_for(config: Any, clock: ManualClock) -> Iterator[Harness]:
 
 
 @pytest.fixture
-def make_harness(tmp_path: Path, vendor: Vendor, clock: ManualClock) -> Iterator[Callable[..., Harness]]:
+def make_harness(
+    tmp_path: Path, vendor: Vendor, clock: ManualClock
+) -> Iterator[Callable[..., Harness]]:
     """Start servers on port 0; each gets the same data directory unless told otherwise."""
     stack = ExitStack()
 
-    def make(*extra: str, data_dir: Path | None = None, environ: dict[str, str] | None = None) -> Harness:
+    def make(
+        *extra: str, data_dir: Path | None = None, environ: dict[str, str] | None = None
+    ) -> Harness:
         config = server_config(data_dir or tmp_path / "data", vendor, *extra, environ=environ)
         return stack.enter_context(harness_for(config, clock))
 
@@ -175,7 +189,9 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m server` as a real subprocess, for tests about the process (restart, kill -9)."""
 
-    def __init__(self, data_dir: Path, vendor: Vendor, *extra: str, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, vendor: Vendor, *extra: str, port: int | None = None
+    ) -> None:
         self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"server-{data_dir.name}.log"
@@ -209,7 +225,9 @@ class ServerProcess:
             while time.monotonic() < deadline:
                 assert self.process is not None
                 if self.process.poll() is not None:
-                    raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+                    raise AssertionError(
+                        f"server exited with {self.process.returncode}:\n{self.log()}"
+                    )
                 try:
                     answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
                     if answer.status == health_pb2.HealthCheckResponse.SERVING:
@@ -254,3 +272,36 @@ def server_processes() -> Iterator[Callable[..., ServerProcess]]:
     yield make
     for process in made:
         process.stop_quietly()
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path

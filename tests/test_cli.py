@@ -20,11 +20,9 @@ from conftest import (
     Vendor,
     free_port,
     midnight_after,
+    self_signed_certificate,
 )
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-# one certificate maker for the TLS tests
-from test_process import self_signed_certificate
 
 CLI_TIMEOUT = 20.0
 

@@ -42,16 +42,22 @@ def test_defaults_serve_loopback_with_a_local_data_directory() -> None:
 
 
 def test_trusted_keys_from_flags_environment_and_file(tmp_path: Path) -> None:
-    assert load_config(["--trusted-key", "a=/k/a.pem", "--trusted-key", "b=/k/b.pem"], {}).trusted_key_paths() == {
+    assert load_config(
+        ["--trusted-key", "a=/k/a.pem", "--trusted-key", "b=/k/b.pem"], {}
+    ).trusted_key_paths() == {
         "a": Path("/k/a.pem"),
         "b": Path("/k/b.pem"),
     }
-    assert load_config([], {"LICENSING_TRUSTED_KEY": "a=/k/a.pem, b=/k/b.pem"}).trusted_key_paths() == {
+    assert load_config(
+        [], {"LICENSING_TRUSTED_KEY": "a=/k/a.pem, b=/k/b.pem"}
+    ).trusted_key_paths() == {
         "a": Path("/k/a.pem"),
         "b": Path("/k/b.pem"),
     }
     table = write(tmp_path / "t.toml", '[trusted_keys]\nvendor-2027 = "/k/2027.pem"\n')
-    assert load_config(["--config", str(table)], {}).trusted_key_paths() == {"vendor-2027": Path("/k/2027.pem")}
+    assert load_config(["--config", str(table)], {}).trusted_key_paths() == {
+        "vendor-2027": Path("/k/2027.pem")
+    }
 
 
 def test_tokens_come_from_the_environment_comma_separated() -> None:
@@ -85,7 +91,9 @@ def test_the_effective_configuration_redacts_tokens() -> None:
         (["--log-format", "xml"], {}, "text or json"),
     ],
 )
-def test_a_bad_value_is_a_clear_error(argv: list[str], environ: dict[str, str], message: str) -> None:
+def test_a_bad_value_is_a_clear_error(
+    argv: list[str], environ: dict[str, str], message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(argv, environ)
 

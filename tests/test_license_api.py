@@ -56,7 +56,9 @@ def test_status_shows_the_deployment_id_before_any_license(harness: Harness) -> 
     assert any(w.kind == pb.WARNING_KIND_NO_LICENSE for w in status.warnings)
 
 
-def test_an_uploaded_license_is_active_and_shown_in_status(harness: Harness, vendor: Vendor) -> None:
+def test_an_uploaded_license_is_active_and_shown_in_status(
+    harness: Harness, vendor: Vendor
+) -> None:
     response = harness.admin.upload(vendor.issue(features=["api7-gateway", "api7-portal"]))
     assert response.license.serial_number == "LIC-0001"
     assert not response.pending and not response.unchanged
@@ -91,7 +93,10 @@ def test_a_pending_license_keeps_the_active_one_in_force_until_its_effective_tim
 ) -> None:
     harness.admin.upload(vendor.issue(serial_number="LIC-OLD", expires_at=START + 10 * DAY))
     renewal = vendor.issue(
-        serial_number="LIC-NEW", effective_at=START + 10 * DAY, expires_at=START + 375 * DAY, max_dp_cores=32
+        serial_number="LIC-NEW",
+        effective_at=START + 10 * DAY,
+        expires_at=START + 375 * DAY,
+        max_dp_cores=32,
     )
     response = harness.admin.upload(renewal)
     assert response.pending
@@ -194,7 +199,10 @@ def test_hs256_keyed_with_the_public_key_is_rejected_as_unsupported_algorithm(
     mac = hmac.new(
         public_key_pem(vendor.key.public_key()), f"{header}.{payload}".encode(), hashlib.sha256
     ).digest()
-    assert upload_rejection(harness, f"{header}.{payload}.{_b64(mac)}").reason == "UNSUPPORTED_ALGORITHM"
+    assert (
+        upload_rejection(harness, f"{header}.{payload}.{_b64(mac)}").reason
+        == "UNSUPPORTED_ALGORITHM"
+    )
 
 
 def test_a_free_trial_for_a_deployment_older_than_90_days_is_rejected_as_expired(
@@ -202,14 +210,19 @@ def test_a_free_trial_for_a_deployment_older_than_90_days_is_rejected_as_expired
 ) -> None:
     harness.advance_to(START + 91 * DAY)
     trial = vendor.issue(
-        serial_number="TRIAL-1", free_trial=True, effective_at=START + 90 * DAY, expires_at=START + 120 * DAY
+        serial_number="TRIAL-1",
+        free_trial=True,
+        effective_at=START + 90 * DAY,
+        expires_at=START + 120 * DAY,
     )
     rejected = upload_rejection(harness, trial)
     assert rejected.reason == "EXPIRED"
     assert "90 days" in rejected.message
 
 
-def test_a_free_trial_ends_90_days_after_deployment_in_status(harness: Harness, vendor: Vendor) -> None:
+def test_a_free_trial_ends_90_days_after_deployment_in_status(
+    harness: Harness, vendor: Vendor
+) -> None:
     harness.admin.upload(vendor.issue(free_trial=True, expires_at=START + 365 * DAY))
     status = harness.admin.status()
     assert status.license.free_trial
@@ -242,7 +255,9 @@ def test_validate_says_what_applying_the_license_would_do(harness: Harness, vend
     before = status_fingerprint(harness)
     assert harness.admin.status().state == pb.RUNTIME_STATE_DP_CORE_EXCEEDED
 
-    smaller = vendor.issue(serial_number="LIC-2", max_dp_cores=8, features=["api7-gateway", "api7-ai"])
+    smaller = vendor.issue(
+        serial_number="LIC-2", max_dp_cores=8, features=["api7-gateway", "api7-ai"]
+    )
     verdict = harness.admin.validate(smaller)
     assert verdict.valid
     assert verdict.last_evaluated_day == "2027-01-01"
@@ -262,28 +277,40 @@ def test_validate_says_what_applying_the_license_would_do(harness: Harness, vend
 def test_a_missing_token_is_unauthenticated(harness: Harness, vendor: Vendor) -> None:
     with harness.client(None) as anonymous, pytest.raises(LicensingError) as raised:
         anonymous.upload(vendor.issue())
-    assert (raised.value.code, raised.value.reason) == (grpc.StatusCode.UNAUTHENTICATED, "MISSING_TOKEN")
+    assert (raised.value.code, raised.value.reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "MISSING_TOKEN",
+    )
     assert not harness.admin.status().HasField("license")
 
 
 def test_a_wrong_token_is_unauthenticated(harness: Harness, vendor: Vendor) -> None:
     with harness.client("not-" + ADMIN_TOKEN) as intruder, pytest.raises(LicensingError) as raised:
         intruder.upload(vendor.issue())
-    assert (raised.value.code, raised.value.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_TOKEN")
+    assert (raised.value.code, raised.value.reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "INVALID_TOKEN",
+    )
     assert not harness.admin.status().HasField("license")
 
 
 def test_a_gateway_token_may_not_upload(harness: Harness, vendor: Vendor) -> None:
     with pytest.raises(LicensingError) as raised:
         harness.gateway.upload(vendor.issue())
-    assert (raised.value.code, raised.value.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
+    assert (raised.value.code, raised.value.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "ROLE_NOT_ALLOWED",
+    )
     assert not harness.admin.status().HasField("license")
 
 
 @pytest.mark.parametrize(
     ("token", "allowed"),
     [
-        (ADMIN_TOKEN, {"Upload", "Validate", "GetStatus", "ReportUsage", "CheckWrite", "GetUsageHistory"}),
+        (
+            ADMIN_TOKEN,
+            {"Upload", "Validate", "GetStatus", "ReportUsage", "CheckWrite", "GetUsageHistory"},
+        ),
         (GATEWAY_TOKEN, {"ReportUsage"}),
         (CONTROL_PLANE_TOKEN, {"GetStatus", "CheckWrite", "GetUsageHistory"}),
     ],
@@ -328,7 +355,9 @@ def test_health_is_not_serving_once_shutdown_begins(make_harness: Callable[..., 
     harness = make_harness()
     harness.running.health.enter_graceful_shutdown()
     with grpc.insecure_channel(harness.target) as channel:
-        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        answer = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
     assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 

@@ -113,7 +113,9 @@ def test_one_megabyte_of_random_bytes_is_malformed(vendor: Vendor) -> None:
         ("free_trial", "no"),
     ],
 )
-def test_a_missing_or_wrongly_typed_claim_is_malformed(vendor: Vendor, name: str, value: Any) -> None:
+def test_a_missing_or_wrongly_typed_claim_is_malformed(
+    vendor: Vendor, name: str, value: Any
+) -> None:
     payload = claims()
     if value is None:
         del payload[name]
@@ -155,7 +157,10 @@ def test_hs256_signed_with_the_public_key_bytes_is_an_unsupported_algorithm(vend
     header = b64(json.dumps({"alg": "HS256", "kid": vendor.kid, "typ": "JWT"}).encode())
     payload = b64(json.dumps(claims(max_dp_cores=100000)).encode())
     mac = hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    assert rejection(vendor, f"{header}.{payload}.{b64(mac)}").reason is RejectionReason.UNSUPPORTED_ALGORITHM
+    assert (
+        rejection(vendor, f"{header}.{payload}.{b64(mac)}").reason
+        is RejectionReason.UNSUPPORTED_ALGORITHM
+    )
 
 
 def test_rs256_is_an_unsupported_algorithm(vendor: Vendor) -> None:
@@ -188,14 +193,18 @@ def test_a_missing_key_id_is_an_unknown_key(vendor: Vendor) -> None:
 
 def test_a_trusted_key_id_with_another_keys_signature_is_a_bad_signature(vendor: Vendor) -> None:
     impostor = Ed25519PrivateKey.generate()
-    token = jwt.encode(claims(max_dp_cores=9999), impostor, algorithm="EdDSA", headers={"kid": vendor.kid})
+    token = jwt.encode(
+        claims(max_dp_cores=9999), impostor, algorithm="EdDSA", headers={"kid": vendor.kid}
+    )
     assert rejection(vendor, token).reason is RejectionReason.BAD_SIGNATURE
 
 
 def test_a_changed_claim_breaks_the_signature(vendor: Vendor) -> None:
     header, _, signature = vendor.issue().split(".")
     forged = b64(json.dumps(claims(max_dp_cores=100000)).encode())
-    assert rejection(vendor, f"{header}.{forged}.{signature}").reason is RejectionReason.BAD_SIGNATURE
+    assert (
+        rejection(vendor, f"{header}.{forged}.{signature}").reason is RejectionReason.BAD_SIGNATURE
+    )
 
 
 def test_a_license_for_another_deployment_is_a_deployment_mismatch(vendor: Vendor) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import subprocess
 import sys
 import time
@@ -19,12 +17,9 @@ from conftest import (
     Harness,
     ServerProcess,
     Vendor,
+    self_signed_certificate,
     server_config,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from licensing.client import LicensingClient, LicensingError, Operation
 from licensing.v1 import licensing_pb2 as pb
 
@@ -86,7 +81,9 @@ def test_a_second_server_on_the_same_port_fails_with_a_clear_error(
         admin.status()
 
 
-def test_an_unauthenticated_server_is_refused_unless_on_loopback(tmp_path: Path, vendor: Vendor) -> None:
+def test_an_unauthenticated_server_is_refused_unless_on_loopback(
+    tmp_path: Path, vendor: Vendor
+) -> None:
     config = server_config(tmp_path / "data", vendor, "--listen", "0.0.0.0:0", environ={})
     with pytest.raises(StartupError, match="without authentication"):
         start_server(config, ManualClock(time.time()))
@@ -179,7 +176,9 @@ def test_license_vendor_makes_keys_and_issues_a_license_the_server_accepts(
 ) -> None:
     keys = tmp_path / "keys"
     vendor_cli = [sys.executable, "-m", "server.vendor"]
-    subprocess.run([*vendor_cli, "keygen", "--kid", "vendor-2027", "--out", str(keys)], check=True, timeout=60)
+    subprocess.run(
+        [*vendor_cli, "keygen", "--kid", "vendor-2027", "--out", str(keys)], check=True, timeout=60
+    )
     description = tmp_path / "license.toml"
     description.write_text(
         'serial = "LIC-TOML"\ncustomer = "Example Corp"\neffective = "2026-12-01"\n'
@@ -214,7 +213,9 @@ def test_license_vendor_makes_keys_and_issues_a_license_the_server_accepts(
 def test_license_vendor_refuses_to_issue_a_malformed_license(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     vendor_cli = [sys.executable, "-m", "server.vendor"]
-    subprocess.run([*vendor_cli, "keygen", "--kid", "k", "--out", str(keys)], check=True, timeout=60)
+    subprocess.run(
+        [*vendor_cli, "keygen", "--kid", "k", "--out", str(keys)], check=True, timeout=60
+    )
     result = subprocess.run(
         [
             *vendor_cli,
@@ -243,39 +244,6 @@ def test_license_vendor_refuses_to_issue_a_malformed_license(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "MALFORMED" in result.stderr
     assert result.stdout == ""
-
-
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def test_tls_from_configuration_serves_over_tls_only(

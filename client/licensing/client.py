@@ -40,7 +40,9 @@ class LicensingError(Exception):
     """A failed call: `code` is the gRPC status, `reason` the ErrorInfo reason (e.g. MALFORMED)."""
 
     def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
-        super().__init__(f"{code.name} {reason}: {message}" if reason else f"{code.name}: {message}")
+        super().__init__(
+            f"{code.name} {reason}: {message}" if reason else f"{code.name}: {message}"
+        )
         self.code = code
         self.reason = reason
         self.message = message
@@ -103,7 +105,9 @@ class LicensingClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: Callable[..., Any], request: Any, response_type: type[Response]) -> Response:
+    def _call(
+        self, method: Callable[..., Any], request: Any, response_type: type[Response]
+    ) -> Response:
         try:
             response: Response = method(request, metadata=self._metadata, timeout=self._timeout)
             return response
@@ -112,7 +116,9 @@ class LicensingClient:
 
     def upload(self, license_text: str) -> pb.UploadResponse:
         """Verify and apply a license; raises LicensingError(reason=MALFORMED, ...) on rejection."""
-        return self._call(self._stub.Upload, pb.UploadRequest(license=license_text), pb.UploadResponse)
+        return self._call(
+            self._stub.Upload, pb.UploadRequest(license=license_text), pb.UploadResponse
+        )
 
     def validate(self, license_text: str) -> pb.ValidateResponse:
         """Check a license without applying it, and see what applying it would do."""

@@ -105,7 +105,11 @@ class Enforcement:
     )
 
     def __init__(
-        self, lic: License | None, ends_at: float | None, standing: Standing, expiry_warning_days: int
+        self,
+        lic: License | None,
+        ends_at: float | None,
+        standing: Standing,
+        expiry_warning_days: int,
     ) -> None:
         self.license = lic
         # when the license stops being valid here (the trial rule applied)

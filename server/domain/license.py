@@ -163,8 +163,8 @@ def check_applicable(lic: License, deployment: Deployment, now: float) -> None:
     if now >= ends_at:
         if lic.free_trial and ends_at < lic.expires_at:
             message = (
-                f"the free trial ended {iso_time(ends_at)}: a trial lasts at most {TRIAL_DAYS} days "
-                "from the deployment date"
+                f"the free trial ended {iso_time(ends_at)}: a trial lasts at most "
+                f"{TRIAL_DAYS} days from the deployment date"
             )
         else:
             message = f"the license expired {iso_time(ends_at)}"

@@ -161,6 +161,8 @@ def peak_between(rows: Iterable[IntervalRow], start: float, end: float, ttl: flo
     if peak_at is None:
         return DayPeak(0, None, ())
     instances = sorted(
-        (instance_id, cores) for begins, ends, instance_id, cores in clipped if begins <= peak_at < ends
+        (instance_id, cores)
+        for begins, ends, instance_id, cores in clipped
+        if begins <= peak_at < ends
     )
     return DayPeak(peak, peak_at, tuple(instances))
