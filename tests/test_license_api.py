@@ -372,3 +372,79 @@ def test_license_history_records_every_license_and_where_it_came_from(
         ("LIC-B", "active", "upload"),
         ("LIC-A", "superseded", "upload"),
     ]
+
+
+def test_moving_the_clock_back_never_extends_a_license(harness: Harness, vendor: Vendor) -> None:
+    harness.admin.upload(vendor.issue(expires_at=START + 2 * DAY))
+    harness.advance_to(START + 2 * DAY + 60)
+    assert not harness.control_plane.check_write("route", Operation.CREATE).allowed
+    harness.clock.set(START + DAY)  # an operator winds the clock back a day
+    harness.service.tick()
+    decision = harness.control_plane.check_write("route", Operation.CREATE)
+    assert (decision.allowed, decision.reason) == (False, pb.DECISION_REASON_LICENSE_EXPIRED)
+    status = harness.admin.status()
+    assert not status.license_valid
+    assert status.clock.moved_back
+    assert status.clock.high_water_time.seconds == int(START + 2 * DAY + 60)
+    assert any(w.kind == pb.WARNING_KIND_CLOCK_MOVED_BACK for w in status.warnings)
+
+
+def test_the_clock_high_water_mark_survives_a_restart(
+    make_harness: Callable[..., Harness], vendor: Vendor
+) -> None:
+    first = make_harness()
+    first.admin.upload(vendor.issue(expires_at=START + 2 * DAY))
+    first.advance_to(START + 2 * DAY + 60)
+    first.running.stop(grace=0)
+    first.clock.set(START)  # restarted with the clock two days behind
+    second = make_harness()
+    decision = second.control_plane.check_write("route", Operation.CREATE)
+    assert decision.reason == pb.DECISION_REASON_LICENSE_EXPIRED
+    assert second.admin.status().clock.moved_back
+
+
+def test_an_expiry_within_the_warning_window_is_in_status_and_check_write(
+    harness: Harness, vendor: Vendor
+) -> None:
+    harness.admin.upload(vendor.issue(expires_at=START + 40 * DAY))
+    assert not harness.control_plane.check_write("route", Operation.CREATE).warnings
+    harness.advance_to(START + 20 * DAY)
+    decision = harness.control_plane.check_write("route", Operation.CREATE)
+    assert decision.allowed
+    [warning] = decision.warnings
+    assert warning.kind == pb.WARNING_KIND_LICENSE_EXPIRING
+    assert "in 20 days" in warning.message
+    status = harness.admin.status()
+    assert status.days_until_expiration == 20
+    assert any(w.kind == pb.WARNING_KIND_LICENSE_EXPIRING for w in status.warnings)
+
+
+def test_the_expiry_warning_window_is_configurable(
+    make_harness: Callable[..., Harness], vendor: Vendor
+) -> None:
+    harness = make_harness("--expiry-warning-days", "60")
+    harness.admin.upload(vendor.issue(expires_at=START + 50 * DAY))
+    [warning] = harness.control_plane.check_write("route", Operation.READ).warnings
+    assert warning.kind == pb.WARNING_KIND_LICENSE_EXPIRING
+    assert "in 50 days" in warning.message
+
+
+def test_usage_history_returns_peak_instances_only_when_asked(
+    harness: Harness, vendor: Vendor
+) -> None:
+    harness.admin.upload(vendor.issue())
+    harness.gateway.report_usage("gw-a", 4)
+    harness.advance_to((START // DAY + 1) * DAY + 60)
+    harness.gateway.report_usage("gw-b", 2)
+    harness.advance_to((START // DAY + 2) * DAY + 60)
+    plain = harness.control_plane.usage_history()
+    assert [d.day for d in plain.days] == ["2027-01-02", "2027-01-01"]
+    assert all(not d.peak_instances for d in plain.days)
+    [one] = harness.control_plane.usage_history(day="2027-01-01", include_peak_instances=True).days
+    assert [(i.instance_id, i.cores) for i in one.peak_instances] == [("gw-a", 4)]
+    with pytest.raises(LicensingError) as raised:
+        harness.control_plane.usage_history(day="yesterday")
+    assert (raised.value.code, raised.value.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )
