@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,13 @@ import sqlite_utils
 from server.domain.usage import IntervalRow
 
 DATABASE_NAME = "licensing.db"
+# Group commit. On one busy core the committing thread rarely sees another report queued, so
+# once reports have been seen arriving together (a commit carried more than one within the
+# last GROUPING_WINDOW seconds) a committer waits GROUP_COMMIT_WAIT for the reports in flight
+# to join it, unless GROUP_COMMIT_ENOUGH are queued already. A lone gateway never waits.
+GROUP_COMMIT_WAIT = 0.0003
+GROUP_COMMIT_ENOUGH = 4
+GROUPING_WINDOW = 0.01
 
 
 class StoreError(Exception):
@@ -148,13 +156,23 @@ class Store:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DATABASE_NAME
         # one connection, shared by threads under _write_lock
-        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=2.0)
         self.db = sqlite_utils.Database(conn)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        try:
+            # One server per data directory: the exclusive lock keeps a second one out, and
+            # without shared-memory index and per-commit file locks a commit costs a third less.
+            self.db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            self.db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as error:
+            conn.close()
+            raise StoreError(
+                f"cannot open {self.path}: {error} (is another server using this data directory?)"
+            ) from None
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._write_lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._usage_queue: list[_UsageTicket] = []
+        self._grouping_until = 0.0
         self._migrate()
 
     def close(self) -> None:
@@ -198,6 +216,12 @@ class Store:
         if not ticket.done:
             with self._write_lock:
                 if not ticket.done:
+                    if (
+                        time.monotonic() < self._grouping_until
+                        and len(self._usage_queue) < GROUP_COMMIT_ENOUGH
+                    ):
+                        # reports are arriving together: let those in flight join this commit
+                        time.sleep(GROUP_COMMIT_WAIT)
                     self._flush_usage_locked()
         if ticket.error is not None:
             raise StoreError(f"usage could not be stored: {ticket.error}") from ticket.error
@@ -208,10 +232,15 @@ class Store:
         if not batch:
             return
         rows = [row for ticket in batch for row in ticket.rows]
+        if len(batch) > 1:
+            self._grouping_until = time.monotonic() + GROUPING_WINDOW
+        conn = self.db.conn
         try:
-            with self.db.atomic():
-                self.db.conn.executemany(_UPSERT_INTERVAL, rows)
+            # the hot path: the driver's implicit BEGIN and one commit, no savepoint bookkeeping
+            conn.executemany(_UPSERT_INTERVAL, rows)
+            conn.commit()
         except sqlite3.Error as error:
+            conn.rollback()
             for ticket in batch:
                 ticket.error = error
         for ticket in batch:

@@ -262,3 +262,11 @@ def test_tls_from_configuration_serves_over_tls_only(
     with pytest.raises(LicensingError) as raised:
         harness.admin.status()
     assert raised.value.code.name == "UNAVAILABLE"
+
+
+def test_a_second_server_on_the_same_data_directory_is_refused(
+    make_harness: Callable[..., Harness], tmp_path: Path
+) -> None:
+    make_harness(data_dir=tmp_path / "shared")
+    with pytest.raises(StartupError, match="another server"):
+        make_harness(data_dir=tmp_path / "shared")
