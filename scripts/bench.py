@@ -433,23 +433,28 @@ def _sim_service(data_dir: Path, key_dir: Path, clock: Any) -> tuple[Any, Any]:
     return LicensingService(store, clock, settings), store
 
 
-def _sim_license(key_dir: Path, effective_at: float) -> str:
+def bench_license(key_dir: Path, around: float, serial_number: str) -> tuple[str, Path]:
+    """A real key pair and a license valid from a day before `around` for a year.
+
+    Returns the license text and the public key's path (trust it as KEY_ID).
+    """
     from server.domain.license import issue_license, load_private_key
     from server.vendor import keygen
 
-    private_path, _ = keygen(KEY_ID, key_dir)
-    return issue_license(
+    private_path, public_path = keygen(KEY_ID, key_dir)
+    text = issue_license(
         load_private_key(private_path.read_bytes()),
         KEY_ID,
-        serial_number="BENCH-SIM",
-        customer="Benchmark",
-        effective_at=effective_at - DAY,
-        expires_at=effective_at + 365 * DAY,
+        serial_number=serial_number,
+        customer="Benchmark Corp",
+        effective_at=around - DAY,
+        expires_at=around + 365 * DAY,
         max_dp_cores=1_000_000,
         features=["api7-gateway"],
         deployment_id=DEPLOYMENT_ID,
         free_trial=False,
     )
+    return text, public_path
 
 
 def cmd_nightly_fill(args: argparse.Namespace) -> int:
@@ -464,7 +469,7 @@ def cmd_nightly_fill(args: argparse.Namespace) -> int:
     data_dir, key_dir = Path(args.data_dir), Path(args.key_dir)
     start, midnight = SIM_DAY_START, SIM_DAY_START + DAY
     clock = ManualClock(start + 60)
-    text = _sim_license(key_dir, start)
+    text = bench_license(key_dir, start, "BENCH-SIM")[0]
     service, store = _sim_service(data_dir, key_dir, clock)
     service.upload(text)
     rng = random.Random(5)
@@ -531,7 +536,7 @@ def cmd_storage(args: argparse.Namespace) -> int:
     data_dir, key_dir = Path(args.data_dir), Path(args.key_dir)
     start = SIM_DAY_START
     clock = ManualClock(start + 1)
-    text = _sim_license(key_dir, start)
+    text = bench_license(key_dir, start, "BENCH-SIM")[0]
     service, store = _sim_service(data_dir, key_dir, clock)
     service.upload(text)
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -737,24 +742,8 @@ class Bench:
         """Our server with a signed license installed; returns one real response per method."""
         from licensing.client import LicensingClient, Operation
 
-        from server.domain.license import issue_license, load_private_key
-        from server.vendor import keygen
-
         key_dir = self.workdir / "vendor-keys"
-        private_path, public_path = keygen(KEY_ID, key_dir)
-        now = time.time()
-        license_text = issue_license(
-            load_private_key(private_path.read_bytes()),
-            KEY_ID,
-            serial_number="BENCH-0001",
-            customer="Benchmark Corp",
-            effective_at=now - DAY,
-            expires_at=now + 365 * DAY,
-            max_dp_cores=1_000_000,
-            features=["api7-gateway"],
-            deployment_id=DEPLOYMENT_ID,
-            free_trial=False,
-        )
+        license_text, public_path = bench_license(key_dir, time.time(), "BENCH-0001")
         env = dict(os.environ)
         env.update(
             {
