@@ -24,6 +24,7 @@ from conftest import (
     make_vendor,
 )
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf import descriptor_pb2
 from google.protobuf.json_format import MessageToDict
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -348,7 +349,32 @@ def test_health_and_reflection_need_no_token(harness: Harness) -> None:
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
         )
         names = {s.name for reply in replies for s in reply.list_services_response.service}
+        # what `grpcurl describe` asks for: the file that defines a symbol
+        described = stub.ServerReflectionInfo(
+            iter(
+                [
+                    reflection_pb2.ServerReflectionRequest(
+                        file_containing_symbol="licensing.v1.LicenseService"
+                    )
+                ]
+            ),
+            timeout=5,
+        )
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(raw)
+            for reply in described
+            for raw in reply.file_descriptor_response.file_descriptor_proto
+        ]
     assert {"licensing.v1.LicenseService", "grpc.health.v1.Health"} <= names
+    [licensing_file] = [f for f in files if f.package == "licensing.v1"]
+    [service] = licensing_file.service
+    assert {m.name for m in service.method} >= {
+        "Upload",
+        "Validate",
+        "GetStatus",
+        "ReportUsage",
+        "CheckWrite",
+    }
 
 
 def test_health_is_not_serving_once_shutdown_begins(make_harness: Callable[..., Harness]) -> None:
