@@ -1,4 +1,4 @@
-"""Benchmark the hot paths against the gRPC ceiling, the nightly evaluation and storage (issue 5).
+"""Benchmark the hot paths against the gRPC ceiling, the nightly evaluation and storage.
 
     python scripts/bench.py                 # full run (~12 min), writes docs/benchmarks.md
     python scripts/bench.py --quick         # ~30 s smoke run at concurrency 1, prints only
@@ -1368,7 +1368,7 @@ class Report:
                     verdict(per_day <= 1000),
                 ]
             )
-        return "## Targets (issue 5)\n\n" + table(["path", "target", "measured", "verdict"], rows)
+        return "## Targets\n\n" + table(["path", "target", "measured", "verdict"], rows)
 
 
 def _revision() -> str:

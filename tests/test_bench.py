@@ -34,7 +34,7 @@ def test_quick_benchmark_runs_and_writes_the_table(tmp_path: Path) -> None:
         "## Hot paths against the no-op ceiling",
         "## Nightly evaluation",
         "## Storage at steady usage",
-        "## Targets (issue 5)",
+        "## Targets",
     ):
         assert heading in report
     for path in ("CheckWrite", "ReportUsage", "GetStatus"):
