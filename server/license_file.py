@@ -1,4 +1,4 @@
-"""The license file watcher: the seed's `license.file_path`, for GitOps and Kubernetes Secrets.
+"""The license file watcher (the gateway's `license.file_path`): GitOps and Kubernetes Secrets.
 
 The file is compared by the SHA-256 of its content, never by modification
 time: a Kubernetes Secret update swaps a `..data` symlink and keeps old

@@ -1,4 +1,4 @@
-"""The write decision as plain Python: the SPEC's decision table, row by row."""
+"""The write decision as plain Python: the decision table, row by row."""
 
 from __future__ import annotations
 

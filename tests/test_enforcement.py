@@ -1,4 +1,4 @@
-"""Usage metering and enforcement through a real server: the SPEC's two tables, on a manual clock.
+"""Metering and enforcement through a real server: both tables of the rules, on a manual clock.
 
 Day n is the UTC calendar day that starts `day(n)`; the deployment starts on
 day 0 at 10:00. The evaluation at the start of day n + 1 judges day n.

@@ -1,4 +1,4 @@
-"""The license file (the seed's license.file_path): real files and symlink swaps, a real server."""
+"""The license file (the gateway's license.file_path): real files and symlink swaps."""
 
 from __future__ import annotations
 

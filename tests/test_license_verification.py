@@ -1,4 +1,4 @@
-"""The license verifier: each SPEC reason code, through real Ed25519 signatures."""
+"""The license verifier: each rejection reason code, through real Ed25519 signatures."""
 
 from __future__ import annotations
 

@@ -190,7 +190,7 @@ class Enforcement:
     def decide(
         self, resource_type: str, operation: Operation, feature: str, now: float
     ) -> Decision:
-        """The SPEC's decision table."""
+        """The decision table: create and update need a valid license within quota."""
         if resource_type == LICENSE_RESOURCE:
             reason = DecisionReason.LICENSE_RESOURCE
         elif operation is Operation.READ:

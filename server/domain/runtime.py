@@ -30,7 +30,7 @@ NORMAL = Standing(RuntimeState.NORMAL)
 def judge(
     before: Standing, peak_cores: int, max_dp_cores: int, at: float, grace_ends: float
 ) -> Standing:
-    """Apply the SPEC's transition table to one day's peak.
+    """Apply the transition table to one day's peak.
 
     `at` is the evaluation's midnight (or the moment a license changed), and
     `grace_ends` the end a grace period starting at `at` would have.
