@@ -9,6 +9,8 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from server.domain.refusal import Refused
+
 ERROR_DOMAIN = "licensing.v1"
 
 
@@ -19,6 +21,11 @@ def rich_status(code: grpc.StatusCode, reason: str, message: str) -> grpc.Status
     return rpc_status.to_status(
         status_pb2.Status(code=code.value[0], message=message, details=[detail])
     )
+
+
+def refuse(context: grpc.ServicerContext, refusal: Refused) -> NoReturn:
+    """Bad input a rule refused: INVALID_ARGUMENT with the rule's reason code."""
+    abort(context, grpc.StatusCode.INVALID_ARGUMENT, refusal.reason, refusal.message)
 
 
 def abort(

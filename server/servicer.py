@@ -13,15 +13,14 @@ from licensing.v1 import licensing_pb2_grpc
 from server.domain.decision import (
     Decision,
     DecisionReason,
-    InvalidWriteCheck,
     Operation,
     StatusWarning,
     WarningKind,
 )
-from server.domain.license import Deployment, License, LicenseRejected
+from server.domain.license import Deployment, License
+from server.domain.refusal import Refused
 from server.domain.runtime import RuntimeState
-from server.domain.usage import UsageRejected
-from server.errors import abort
+from server.errors import abort, refuse
 from server.service import (
     DayRecord,
     LicenseFileReport,
@@ -132,10 +131,6 @@ def license_file_proto(report: LicenseFileReport) -> pb.LicenseFileStatus:
     return message
 
 
-def _reject(context: grpc.ServicerContext, rejection: LicenseRejected) -> None:
-    abort(context, grpc.StatusCode.INVALID_ARGUMENT, rejection.reason.value, rejection.message)
-
-
 class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
     def __init__(self, service: LicensingService) -> None:
         self._service = service
@@ -146,9 +141,8 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
     def Upload(self, request: pb.UploadRequest, context: grpc.ServicerContext) -> pb.UploadResponse:
         try:
             outcome = self._service.upload(request.license)
-        except LicenseRejected as rejection:
-            _reject(context, rejection)
-            raise
+        except Refused as refusal:
+            refuse(context, refusal)
         response = pb.UploadResponse(
             license=license_proto(outcome.license, self._deployment),
             pending=outcome.pending,
@@ -250,8 +244,8 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
             outcome = self._service.report_usage(
                 request.instance_id, request.cores, request.stopping
             )
-        except UsageRejected as rejection:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, rejection.reason, rejection.message)
+        except Refused as refusal:
+            refuse(context, refusal)
         return pb.ReportUsageResponse(
             state=STATES[outcome.state],
             next_report_in=duration(outcome.next_report_in),
@@ -272,8 +266,8 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
             )
         try:
             decision = self._service.check_write(request.resource_type, operation, request.feature)
-        except InvalidWriteCheck as invalid:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, invalid.reason, invalid.message)
+        except Refused as refusal:
+            refuse(context, refusal)
         # most answers are one of a few ready Decisions: reuse their built responses
         cached = self._decisions.get(id(decision))
         if cached is not None and cached[0] is decision:

@@ -13,6 +13,7 @@ from enum import Enum, StrEnum
 
 from server.domain.clock import SECONDS_PER_DAY
 from server.domain.license import License, iso_time
+from server.domain.refusal import Refused
 from server.domain.runtime import RuntimeState, Standing
 
 LICENSE_RESOURCE = "license"
@@ -65,11 +66,8 @@ class Decision:
     serial_number: str
 
 
-class InvalidWriteCheck(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+class InvalidWriteCheck(Refused):
+    pass
 
 
 def check_request(resource_type: str) -> None:

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from server.domain.clock import SECONDS_PER_DAY
+from server.domain.refusal import Refused
 
 ALGORITHM = "EdDSA"
 TRIAL_DAYS = 90
@@ -49,11 +50,10 @@ class RejectionReason(StrEnum):
     EXPIRED = "EXPIRED"
 
 
-class LicenseRejected(Exception):
+class LicenseRejected(Refused):
     def __init__(self, reason: RejectionReason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+        super().__init__(reason, message)
+        self.reason: RejectionReason = reason
 
 
 @dataclass(frozen=True)

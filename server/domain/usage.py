@@ -12,15 +12,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from server.domain.refusal import Refused
+
 INSTANCE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 MAX_CORES = 4096
 
 
-class UsageRejected(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+class UsageRejected(Refused):
+    pass
 
 
 def check_report(instance_id: str, cores: int, stopping: bool) -> None:
