@@ -40,6 +40,7 @@ from server.domain.license import (
     RejectionReason,
     check_applicable,
     iso_time,
+    verify_license,
     verify_signed,
 )
 from server.domain.runtime import (
@@ -91,7 +92,7 @@ class InForce:
     source: LicenseSource
     applied_at: float
 
-    def row(self, status: str) -> dict[str, Any]:
+    def row(self) -> dict[str, Any]:
         lic = self.license
         return {
             "serial_number": lic.serial_number,
@@ -104,7 +105,6 @@ class InForce:
             "effective_at": lic.effective_at,
             "expires_at": lic.expires_at,
             "max_dp_cores": lic.max_dp_cores,
-            "status": status,
         }
 
 
@@ -299,9 +299,6 @@ class LicensingService:
         if wall < self._clock_watch.persisted_high_water - CLOCK_BACK_TOLERANCE:
             self._note_clock_back(wall, self._clock_watch.persisted_high_water)
         self._standing = Standing(RuntimeState(state["runtime_state"]), state["grace_ends_at"])
-        self._last_evaluated_day: date | None = (
-            date.fromisoformat(state["last_evaluated_day"]) if state["last_evaluated_day"] else None
-        )
         evaluations = store.day_evaluations(1, with_instances=False)
         self._last_evaluation = DayRecord.from_row(evaluations[0]) if evaluations else None
         changes = store.state_changes(1)
@@ -313,8 +310,6 @@ class LicensingService:
             (UsageInterval(*row) for row in store.live_intervals()),
             next_id=store.next_interval_id(),
         )
-        self._usage_version = 0
-        self._usage_snapshot: tuple[float, int, int, int] | None = None
         self._enforcement = self._build_enforcement()
 
     # --- start-up --------------------------------------------------------------------
@@ -423,15 +418,14 @@ class LicensingService:
         with self._lock:
             now = self.now()
             self._catch_up(now)
-            lic = verify_signed(text, self._settings.trusted_keys)
-            check_applicable(lic, self.deployment, now)
+            lic = verify_license(text, self._settings.trusted_keys, self.deployment, now)
             if self._active and self._active.license.token == lic.token:
                 return UploadOutcome(lic, False, True, self._standing)
             if self._pending and self._pending.license.token == lic.token:
                 return UploadOutcome(lic, True, True, self._standing)
             incoming = InForce(lic, source, now)
             if lic.is_pending(now):
-                self._store.add_pending_license(incoming.row("pending"), now, self._high_water)
+                self._store.add_pending_license(incoming.row(), now, self._high_water)
                 self._pending = incoming
                 self._status_version += 1
                 log.info(
@@ -443,18 +437,23 @@ class LicensingService:
                 )
                 return UploadOutcome(lic, True, False, self._standing)
             self._activate(
-                incoming,
-                incoming.row("new"),
-                now,
-                f"license {lic.serial_number} applied from {source.value}",
+                incoming, now, f"license {lic.serial_number} applied from {source.value}"
             )
             return UploadOutcome(lic, False, False, self._standing)
 
-    def _activate(self, incoming: InForce, row: dict[str, Any], at: float, cause: str) -> None:
+    def _activate(
+        self, incoming: InForce, at: float, cause: str, *, was_pending: bool = False
+    ) -> None:
         lic = incoming.license
         after = self._reevaluated(lic, at)
         change = self._change(after, at, cause)
-        self._store.activate_license(row, at, change.row() if change else None, self._high_water)
+        self._store.activate_license(
+            incoming.row(),
+            at,
+            change.row() if change else None,
+            self._high_water,
+            was_pending=was_pending,
+        )
         previous = self._active
         self._active = replace(incoming, applied_at=at)
         log.info(
@@ -498,15 +497,22 @@ class LicensingService:
         self._enforcement = self._build_enforcement()
         self._status_version += 1
 
+    def _take_over_if_due(self, now: float) -> None:
+        """A pending license is in force from its effective time, not from the next tick."""
+        pending = self._pending
+        if pending is not None and now >= pending.license.effective_at:
+            with self._lock:
+                self._catch_up(now)
+
     def _take_over(self, at: float) -> None:
         pending = self._pending
         assert pending is not None
         self._pending = None
         self._activate(
             pending,
-            pending.row("pending"),
             at,
             f"pending license {pending.license.serial_number} took over at its effective time",
+            was_pending=True,
         )
 
     def validate(self, text: str) -> Validation:
@@ -563,28 +569,11 @@ class LicensingService:
             rows = self._tracker.report(instance_id, cores, stopping, now)
             # queued under the tracker's lock so rows reach the database in tracker order
             ticket = self._store.enqueue_usage(rows)
-            # an instance started or stopped counting: the current total changed
-            if any(row[5] is not None or row[3] == row[4] for row in rows):
-                self._usage_version += 1
         self._store.commit_usage(ticket)
         jitter = 1.0 + random.uniform(-0.1, 0.1)
         return ReportOutcome(
             self._enforcement.standing.state, now, self._settings.report_interval * jitter
         )
-
-    def _usage_now(self, now: float) -> tuple[int, int]:
-        snapshot = self._usage_snapshot
-        if (
-            snapshot is not None
-            and snapshot[1] == self._usage_version
-            and 0 <= now - snapshot[0] < STATUS_MAX_AGE
-        ):
-            return snapshot[2], snapshot[3]
-        with self._usage_lock:
-            version = self._usage_version
-            total, count = self._tracker.current_total(now)
-        self._usage_snapshot = (now, version, total, count)
-        return total, count
 
     # --- decisions and status -------------------------------------------------------
 
@@ -592,9 +581,7 @@ class LicensingService:
         """The decision table, from memory. Raises InvalidWriteCheck for a bad request."""
         check_request(resource_type)
         now = self.now()
-        pending = self._pending
-        if pending is not None and now >= pending.license.effective_at:
-            self.tick()
+        self._take_over_if_due(now)
         decision = self._enforcement.decide(resource_type, operation, feature, now)
         if not decision.allowed:
             # repr keeps a caller's newlines from splitting the log line
@@ -610,9 +597,9 @@ class LicensingService:
     def status(self) -> Status:
         """Everything GetStatus shows; reused for up to a second while nothing changes."""
         now = self.now()
-        if self._pending is not None and now >= self._pending.license.effective_at:
-            self.tick()
-        versions = (self._status_version, self._usage_version)
+        self._take_over_if_due(now)
+        # the tracker's version moves when an instance starts or stops counting
+        versions = (self._status_version, self._tracker.version)
         cached = self._status_cache
         if (
             cached is not None
@@ -627,8 +614,9 @@ class LicensingService:
     def _build_status(self, now: float) -> Status:
         enforcement = self._enforcement
         active = self._active
-        ends_at = active.license.ends_at(self.deployment) if active else None
-        total, count = self._usage_now(now)
+        ends_at = enforcement.license_ends_at if active else None
+        with self._usage_lock:
+            total, count = self._tracker.current_total(now)
         warnings = list(enforcement.warnings(now))
         if active is None:
             warnings.append(
@@ -712,8 +700,6 @@ class LicensingService:
                 self._clock_watch.persisted_high_water = self._high_water
         with self._usage_lock:
             expired = self._tracker.expire(now)
-            if expired:
-                self._usage_version += 1
         self._store.write_usage(expired)
 
     def _catch_up(self, now: float) -> None:
@@ -730,9 +716,9 @@ class LicensingService:
                 self._evaluate(day, midnight, now)
 
     def _next_day_to_evaluate(self) -> date:
-        if self._last_evaluated_day is None:
+        if self._last_evaluation is None:
             return self._calendar.day_of(self.deployment.deployment_time)
-        return self._last_evaluated_day + timedelta(days=1)
+        return date.fromisoformat(self._last_evaluation.day) + timedelta(days=1)
 
     def _evaluate(self, day: date, midnight: float, now: float) -> None:
         start = self._calendar.start_of(day)
@@ -742,14 +728,12 @@ class LicensingService:
         peak = peak_between(rows, start, midnight, ttl)
         active = self._active
         before = self._standing
-        if active is None:
-            after = before
+        max_cores = active.license.max_dp_cores if active else None
+        if max_cores is None:
+            after = before  # no quota to judge against
         else:
             grace_ends = self._calendar.grace_end_after_midnight(day + timedelta(days=1))
-            after = judge(
-                before, peak.peak_cores, active.license.max_dp_cores, midnight, grace_ends
-            )
-        max_cores = active.license.max_dp_cores if active else None
+            after = judge(before, peak.peak_cores, max_cores, midnight, grace_ends)
         change = self._change(after, midnight, _evaluation_cause(day, peak, max_cores))
         record = DayRecord(
             day=day.isoformat(),
@@ -766,7 +750,6 @@ class LicensingService:
         self._store.record_evaluation(
             record.row(), change.row() if change else None, self._high_water
         )
-        self._last_evaluated_day = day
         self._last_evaluation = record
         self.evaluations_total += 1
         log.info(

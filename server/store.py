@@ -48,7 +48,6 @@ def _migration_1(db: sqlite_utils.Database) -> None:
             "id": int,
             "runtime_state": str,
             "grace_ends_at": float,
-            "last_evaluated_day": str,
             "high_water_at": float,
         },
         pk="id",
@@ -126,8 +125,10 @@ def _migration_2(db: sqlite_utils.Database) -> None:
 # The schema migrates forward on start: migration N takes user_version N-1 to N.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
 
+# the columns of an IntervalRow, in its order
+_INTERVAL_COLUMNS = "id, instance_id, cores, started_at, last_seen_at, ended_at"
 _UPSERT_INTERVAL = (
-    "INSERT INTO usage_intervals (id, instance_id, cores, started_at, last_seen_at, ended_at) "
+    f"INSERT INTO usage_intervals ({_INTERVAL_COLUMNS}) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
     "last_seen_at = excluded.last_seen_at, ended_at = excluded.ended_at"
 )
@@ -192,10 +193,6 @@ class Store:
                 migration(self.db)
                 self.db.execute(f"PRAGMA user_version = {number}")
 
-    @property
-    def schema_version(self) -> int:
-        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
-
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
         """One atomic write (or consistent read) of several statements."""
@@ -255,8 +252,7 @@ class Store:
             return [
                 tuple(r)
                 for r in self.db.execute(
-                    "SELECT id, instance_id, cores, started_at, last_seen_at, ended_at "
-                    "FROM usage_intervals WHERE ended_at IS NULL"
+                    f"SELECT {_INTERVAL_COLUMNS} FROM usage_intervals WHERE ended_at IS NULL"
                 )
             ]
 
@@ -275,8 +271,7 @@ class Store:
             return [
                 tuple(r)
                 for r in self.db.execute(
-                    "SELECT id, instance_id, cores, started_at, last_seen_at, ended_at "
-                    "FROM usage_intervals WHERE started_at < ? "
+                    f"SELECT {_INTERVAL_COLUMNS} FROM usage_intervals WHERE started_at < ? "
                     "AND coalesce(ended_at, last_seen_at + ?) > ?",
                     [end, ttl, start],
                 )
@@ -314,7 +309,6 @@ class Store:
                     "id": 1,
                     "runtime_state": runtime_state,
                     "grace_ends_at": None,
-                    "last_evaluated_day": None,
                     "high_water_at": deployment_time,
                 }
             )
@@ -325,11 +319,7 @@ class Store:
 
     def save_high_water(self, high_water_at: float) -> None:
         with self.transaction() as db:
-            db.execute(
-                "UPDATE service_state SET high_water_at = max(coalesce(high_water_at, 0), ?) "
-                "WHERE id = 1",
-                [high_water_at],
-            )
+            self._update_state(db, None, high_water_at)
 
     def license_file_token(self) -> str | None:
         """The SHA-256 of the license token last taken from the license file, if any."""
@@ -343,18 +333,13 @@ class Store:
 
     @staticmethod
     def _update_state(
-        db: sqlite_utils.Database,
-        change: StateChangeRow | None,
-        high_water_at: float,
-        last_evaluated_day: str | None = None,
+        db: sqlite_utils.Database, change: StateChangeRow | None, high_water_at: float
     ) -> None:
-        """Inside a transaction: store the runtime state and, when it changed, the change."""
-        values: dict[str, Any] = {}
-        if last_evaluated_day is not None:
-            values["last_evaluated_day"] = last_evaluated_day
+        """Inside a transaction: the time seen and, when it changed, the runtime state."""
         if change is not None:
-            values["runtime_state"] = change.state_after
-            values["grace_ends_at"] = change.grace_ends_at
+            db.table("service_state").update(
+                1, {"runtime_state": change.state_after, "grace_ends_at": change.grace_ends_at}
+            )
             db.table("state_changes").insert(
                 {
                     "changed_at": change.changed_at,
@@ -364,8 +349,6 @@ class Store:
                     "cause": change.cause,
                 }
             )
-        if values:
-            db.table("service_state").update(1, values)
         db.execute(
             "UPDATE service_state SET high_water_at = max(coalesce(high_water_at, 0), ?) "
             "WHERE id = 1",
@@ -379,7 +362,7 @@ class Store:
         row = dict(evaluation, peak_instances=json.dumps(evaluation["peak_instances"]))
         with self.transaction() as db:
             db.table("day_evaluations").insert(row)
-            self._update_state(db, change, high_water_at, last_evaluated_day=row["day"])
+            self._update_state(db, change, high_water_at)
 
     # --- licenses ------------------------------------------------------------------
 
@@ -407,6 +390,8 @@ class Store:
         at: float,
         change: StateChangeRow | None,
         high_water_at: float,
+        *,
+        was_pending: bool,
     ) -> None:
         """Put a license in force (a new one, or the pending one taking over) atomically."""
         with self.transaction() as db:
@@ -414,7 +399,7 @@ class Store:
                 "UPDATE licenses SET status = 'superseded', ended_at = ? WHERE status = 'active'",
                 [at],
             )
-            if row["status"] == "pending":
+            if was_pending:
                 db.execute(
                     "UPDATE licenses SET status = 'active', activated_at = ? "
                     "WHERE status = 'pending' AND token_sha256 = ?",

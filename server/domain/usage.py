@@ -77,47 +77,47 @@ class UsageTracker:
         self.ttl = ttl
         self._live: dict[str, UsageInterval] = {i.instance_id: i for i in live}
         self._next_id = next_id
+        # counts instances starting or stopping: the current total can only change with it
+        self.version = 0
 
     def report(self, instance_id: str, cores: int, stopping: bool, now: float) -> list[IntervalRow]:
         """Apply one report; returns the rows to store."""
         changed: list[IntervalRow] = []
         current = self._live.get(instance_id)
         if current is not None:
-            # reports racing between threads may arrive a hair out of order
+            # a report never moves an interval back in time
             now = max(now, current.last_seen_at)
             if now >= current.last_seen_at + self.ttl:
-                current.ended_at = current.last_seen_at + self.ttl
-                changed.append(current.row())
-                del self._live[instance_id]
+                changed.append(self._close(current, current.last_seen_at + self.ttl))
                 current = None
-        if stopping:
-            if current is not None:
-                current.last_seen_at = current.ended_at = now
-                changed.append(current.row())
-                del self._live[instance_id]
-            return changed
-        if current is not None and current.cores == cores:
+        if current is not None and not stopping and current.cores == cores:
             current.last_seen_at = now
             changed.append(current.row())
             return changed
         if current is not None:
-            current.last_seen_at = current.ended_at = now
-            changed.append(current.row())
-        started = UsageInterval(self._next_id, instance_id, cores, now, now)
-        self._next_id += 1
-        self._live[instance_id] = started
-        changed.append(started.row())
+            current.last_seen_at = now
+            changed.append(self._close(current, now))
+        if not stopping:
+            started = UsageInterval(self._next_id, instance_id, cores, now, now)
+            self._next_id += 1
+            self._live[instance_id] = started
+            self.version += 1
+            changed.append(started.row())
         return changed
 
     def expire(self, now: float) -> list[IntervalRow]:
         """Close the intervals of instances silent for longer than the TTL."""
-        changed: list[IntervalRow] = []
-        for instance_id, interval in list(self._live.items()):
-            if now >= interval.last_seen_at + self.ttl:
-                interval.ended_at = interval.last_seen_at + self.ttl
-                changed.append(interval.row())
-                del self._live[instance_id]
-        return changed
+        return [
+            self._close(interval, interval.last_seen_at + self.ttl)
+            for interval in list(self._live.values())
+            if now >= interval.last_seen_at + self.ttl
+        ]
+
+    def _close(self, interval: UsageInterval, at: float) -> IntervalRow:
+        interval.ended_at = at
+        del self._live[interval.instance_id]
+        self.version += 1
+        return interval.row()
 
     def current_total(self, now: float) -> tuple[int, int]:
         """(total cores, instances) counting at `now`."""
