@@ -283,6 +283,13 @@ class Recorder:
         name = getattr(code, "name", str(code))
         self.errors[name] = self.errors.get(name, 0) + 1
 
+    def answered(self, began: int, response: bytes) -> None:
+        ended = time.perf_counter_ns()
+        self.ends.append(ended)
+        self.latencies.append(ended - began)
+        if self.first_response is None:
+            self.first_response = response
+
 
 def drive_blocking(
     target: str, method: str, requests: list[bytes], token: str, window: Window, rec: Recorder
@@ -303,11 +310,7 @@ def drive_blocking(
             except grpc.RpcError as error:
                 rec.error(error.code())
                 continue
-            ended = time.perf_counter_ns()
-            rec.ends.append(ended)
-            rec.latencies.append(ended - began)
-            if rec.first_response is None:
-                rec.first_response = response
+            rec.answered(began, response)
 
 
 async def drive_aio(
@@ -336,11 +339,7 @@ async def drive_aio(
                 except grpc.aio.AioRpcError as error:
                     rec.error(error.code())
                     continue
-                ended = time.perf_counter_ns()
-                rec.ends.append(ended)
-                rec.latencies.append(ended - began)
-                if rec.first_response is None:
-                    rec.first_response = response
+                rec.answered(began, response)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
