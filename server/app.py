@@ -169,6 +169,10 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
         raise StartupError(f"cannot listen on {config.listen}: the address is in use or invalid")
     try:
         store = Store(Path(config.data_dir))
+    except StoreError as error:
+        server.stop(None)
+        raise StartupError(str(error)) from None
+    try:
         service = LicensingService(
             store,
             clock,
@@ -186,6 +190,8 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
         service.tick()
     except (StoreError, ConfigurationError) as error:
         server.stop(None)
+        # let go of the data directory, which the store holds exclusively
+        store.close()
         raise StartupError(str(error)) from None
     extras: list[Any] = []
     watcher = None

@@ -101,6 +101,8 @@ def test_a_pinned_deployment_id_that_disagrees_with_the_data_directory_is_refuse
     make_harness(data_dir=tmp_path / "pinned").running.stop(grace=0)
     with pytest.raises(StartupError, match="belongs to deployment"):
         make_harness("--deployment-id", "another", data_dir=tmp_path / "pinned")
+    # the refused start let go of the data directory
+    assert make_harness(data_dir=tmp_path / "pinned").admin.status().deployment_id == DEPLOYMENT_ID
 
 
 def test_an_unpinned_deployment_id_is_made_once_and_kept(tmp_path: Path, vendor: Vendor) -> None:
