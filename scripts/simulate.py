@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from licensing.client import LicensingClient, Operation
 from licensing.v1 import licensing_pb2 as pb
 
-from server.app import RunningServer, start_server
+from server.app import RunningServer, run_server
 from server.config import load_config
 from server.domain.clock import SECONDS_PER_DAY, ManualClock
 from server.domain.license import issue_license, public_key_pem
@@ -232,13 +232,12 @@ def simulated_server(data_dir: Path, vendor: Vendor, clock: ManualClock) -> Iter
             "LICENSING_CONTROL_PLANE_TOKEN": tokens["control_plane"],
         },
     )
-    running = start_server(config, clock)
-    simulation = Simulation(running, clock, tokens)
-    try:
-        yield simulation
-    finally:
-        simulation.close()
-        running.stop(grace=0.5)
+    with run_server(config, clock) as running:
+        simulation = Simulation(running, clock, tokens)
+        try:
+            yield simulation
+        finally:
+            simulation.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from licensing.client import LicensingClient
 
-from server.app import RunningServer, start_server
+from server.app import RunningServer, run_server
 from server.config import load_config
 from server.domain.clock import SECONDS_PER_DAY, ManualClock
 from server.domain.license import issue_license, public_key_pem
@@ -145,17 +145,15 @@ class Harness:
 
 @contextmanager
 def harness_for(config: Any, clock: ManualClock) -> Iterator[Harness]:
-    running = start_server(config, clock)
-    target = f"127.0.0.1:{running.port}"
-    clients = [
-        LicensingClient(target, token=t) for t in (ADMIN_TOKEN, GATEWAY_TOKEN, CONTROL_PLANE_TOKEN)
-    ]
-    try:
-        yield Harness(running, clock, *clients, target=target)
-    finally:
-        for c in clients:
-            c.close()
-        running.stop(grace=0.5)
+    with run_server(config, clock) as running:
+        target = f"127.0.0.1:{running.port}"
+        tokens = (ADMIN_TOKEN, GATEWAY_TOKEN, CONTROL_PLANE_TOKEN)
+        clients = [LicensingClient(target, token=t) for t in tokens]
+        try:
+            yield Harness(running, clock, *clients, target=target)
+        finally:
+            for c in clients:
+                c.close()
 
 
 @pytest.fixture
