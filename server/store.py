@@ -174,7 +174,11 @@ class Store:
         self._queue_lock = threading.Lock()
         self._usage_queue: list[_UsageTicket] = []
         self._grouping_until = 0.0
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            conn.close()  # a refused database is left as it was, and unlocked
+            raise
 
     def close(self) -> None:
         with self._write_lock:
