@@ -23,10 +23,10 @@ from conftest import (
 from licensing.client import LicensingClient, LicensingError, Operation
 from licensing.v1 import licensing_pb2 as pb
 
-from server.app import StartupError, start_server
+from server.app import DEV_KEY_DIR, DEV_KEY_ID, StartupError, start_server
 from server.config import load_config
 from server.domain.clock import ManualClock
-from server.domain.license import issue_license, load_private_key
+from server.domain.license import load_private_key
 
 
 def current_license(vendor: Vendor, **overrides: object) -> str:
@@ -35,6 +35,13 @@ def current_license(vendor: Vendor, **overrides: object) -> str:
     claims: dict[str, object] = {"effective_at": now - DAY, "expires_at": now + 365 * DAY}
     claims.update(overrides)
     return vendor.issue(**claims)
+
+
+def dev_vendor(data_dir: Path) -> Vendor:
+    """The development signing key that --dev made in `data_dir`, as a vendor."""
+    key_dir = data_dir / DEV_KEY_DIR
+    private_pem = (key_dir / f"{DEV_KEY_ID}.private.pem").read_bytes()
+    return Vendor(load_private_key(private_pem), DEV_KEY_ID, key_dir / f"{DEV_KEY_ID}.public.pem")
 
 
 def test_license_deployment_id_and_date_survive_a_restart(
@@ -128,22 +135,7 @@ def test_dev_mode_makes_and_trusts_a_local_signing_key_and_says_so(
     status = harness.admin.status()
     assert status.development_mode
     assert any(w.kind == pb.WARNING_KIND_DEVELOPMENT_MODE for w in status.warnings)
-    dev_key = load_private_key((data_dir / "dev-signing-key" / "dev.private.pem").read_bytes())
-    now = harness.clock.now()
-    harness.admin.upload(
-        issue_license(
-            dev_key,
-            "dev",
-            serial_number="DEV-1",
-            customer="Local development",
-            effective_at=now - DAY,
-            expires_at=now + 30 * DAY,
-            max_dp_cores=8,
-            features=["api7-gateway"],
-            deployment_id=DEPLOYMENT_ID,
-            free_trial=False,
-        )
-    )
+    harness.admin.upload(dev_vendor(data_dir).issue(serial_number="DEV-1"))
     assert harness.control_plane.check_write("route", Operation.CREATE).allowed
 
 
@@ -154,22 +146,8 @@ def test_without_dev_mode_the_development_key_is_not_trusted(
     make_harness("--dev", data_dir=data_dir).running.stop(grace=0)
     harness = make_harness(data_dir=data_dir)
     assert not harness.admin.status().development_mode
-    dev_key = load_private_key((data_dir / "dev-signing-key" / "dev.private.pem").read_bytes())
-    now = harness.clock.now()
-    text = issue_license(
-        dev_key,
-        "dev",
-        serial_number="DEV-1",
-        customer="x",
-        effective_at=now - DAY,
-        expires_at=now + DAY,
-        max_dp_cores=8,
-        features=[],
-        deployment_id=DEPLOYMENT_ID,
-        free_trial=False,
-    )
     with pytest.raises(LicensingError) as raised:
-        harness.admin.upload(text)
+        harness.admin.upload(dev_vendor(data_dir).issue(serial_number="DEV-1"))
     assert raised.value.reason == "UNKNOWN_KEY"
 
 
