@@ -15,14 +15,14 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import date
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from server.domain.clock import SECONDS_PER_DAY, Clock
+from server.domain.clock import CLOCK_STEP_TOLERANCE, SECONDS_PER_DAY, Clock, ServiceTime
 from server.domain.decision import (
     MAX_RESOURCE_TYPE_CHARS,
     Decision,
@@ -44,19 +44,23 @@ from server.domain.license import (
     verify_signed,
 )
 from server.domain.runtime import (
+    OBSERVED_SHARE,
     Calendar,
+    DayWindow,
+    Judgement,
     RuntimeState,
     Standing,
     grace_end_after_moment,
+    is_observed,
     judge,
+    observed_seconds,
 )
-from server.domain.usage import DayPeak, UsageInterval, UsageTracker, check_report, peak_between
-from server.store import StateChangeRow, Store
+from server.domain.usage import DayPeak, check_report, peak_between
+from server.metering import UsageMeter
+from server.store import StandingRow, StateChangeRow, Store
 
 log = logging.getLogger("licensing")
 
-# Differences smaller than this between threads reading the clock are not a clock step.
-CLOCK_BACK_TOLERANCE = 1.0
 # GetStatus's answer (and its current totals) may be this old while nothing else changes,
 # so a status call never scans the fleet.
 STATUS_MAX_AGE = 1.0
@@ -82,6 +86,8 @@ class ServiceSettings:
     development_mode: bool = False
     # raw usage intervals are kept this long after their day was evaluated
     usage_retention_days: int = 35
+    # a day is observed when the service ran for at least this share of it
+    observed_share: float = OBSERVED_SHARE
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,12 @@ class DayRecord:
     peak_instances: tuple[tuple[str, int], ...]
     license_serial_number: str
     grace_ends_at: float | None
+    # the instants the day covered, [starts_at, ends_at); None for days judged before they
+    # were stored (their window is the calendar day of their label)
+    starts_at: float | None = None
+    ends_at: float | None = None
+    observed_seconds: float | None = None
+    observed: bool = True
 
     @staticmethod
     def from_row(row: Mapping[str, Any]) -> DayRecord:
@@ -138,6 +150,10 @@ class DayRecord:
             peak_instances=tuple((i, c) for i, c in row["peak_instances"]),
             license_serial_number=row["license_serial_number"] or "",
             grace_ends_at=row["grace_ends_at"],
+            starts_at=row["starts_at"],
+            ends_at=row["ends_at"],
+            observed_seconds=row["observed_seconds"],
+            observed=bool(row["observed"]),
         )
 
     def row(self) -> dict[str, Any]:
@@ -152,7 +168,17 @@ class DayRecord:
             "state_after": self.state_after.value,
             "grace_ends_at": self.grace_ends_at,
             "evaluated_at": self.evaluated_at,
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+            "observed_seconds": self.observed_seconds,
+            "observed": int(self.observed),
         }
+
+    def window(self, calendar: Calendar) -> DayWindow:
+        day = date.fromisoformat(self.day)
+        if self.starts_at is None or self.ends_at is None:
+            return DayWindow(day, calendar.start_of(day), calendar.end_of(day))
+        return DayWindow(day, self.starts_at, self.ends_at)
 
 
 @dataclass(frozen=True)
@@ -274,19 +300,26 @@ class _ClockWatch:
     persisted_high_water: float = 0.0
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What applying a verified license would do now: the one answer Upload and Validate share."""
+
+    pending: bool
+    unchanged: bool
+    resulting: Standing
+
+
 class LicensingService:
     def __init__(self, store: Store, clock: Clock, settings: ServiceSettings) -> None:
         self._store = store
-        self._clock = clock
         self._settings = settings
         self._calendar = Calendar(ZoneInfo(settings.timezone))
         # license and runtime-state changes and evaluations happen one at a time
         self._lock = threading.RLock()
-        self._usage_lock = threading.Lock()
         self._clock_watch = _ClockWatch()
         # GetStatus answers are reused until something they show changes (or a second passes)
         self._status_version = 0
-        self._status_cache: tuple[tuple[int, int], Status] | None = None
+        self._status_cache: tuple[tuple[int, int, bool], Status] | None = None
         self._license_file: LicenseFileReport | None = None
         # days evaluated since start, for metrics
         self.evaluations_total = 0
@@ -294,10 +327,9 @@ class LicensingService:
         wall = clock.now()
         self.deployment = self._load_deployment(wall)
         state = store.service_state()
-        self._high_water = max(wall, state["high_water_at"] or 0.0)
-        self._clock_watch.persisted_high_water = state["high_water_at"] or 0.0
-        if wall < self._clock_watch.persisted_high_water - CLOCK_BACK_TOLERANCE:
-            self._note_clock_back(wall, self._clock_watch.persisted_high_water)
+        persisted_high_water = state["high_water_at"] or 0.0
+        self._time = ServiceTime(clock, persisted_high_water)
+        self._clock_watch.persisted_high_water = persisted_high_water
         self._standing = Standing(RuntimeState(state["runtime_state"]), state["grace_ends_at"])
         evaluations = store.day_evaluations(1, with_instances=False)
         self._last_evaluation = DayRecord.from_row(evaluations[0]) if evaluations else None
@@ -305,12 +337,9 @@ class LicensingService:
         self._last_state_change = StateChange.from_row(changes[0]) if changes else None
         self._active = self._load_license("active")
         self._pending = self._load_license("pending")
-        self._tracker = UsageTracker(
-            settings.instance_ttl,
-            (UsageInterval(*row) for row in store.live_intervals()),
-            next_id=store.next_interval_id(),
-        )
+        self._meter = UsageMeter(store, settings.instance_ttl)
         self._enforcement = self._build_enforcement()
+        self.now()
 
     # --- start-up --------------------------------------------------------------------
 
@@ -366,46 +395,68 @@ class LicensingService:
     # --- time ------------------------------------------------------------------------
 
     def now(self) -> float:
-        """The wall clock, never earlier than the latest time seen (the high-water mark)."""
-        wall = self._clock.now()
-        high = self._high_water
-        if wall >= high:
-            self._high_water = wall
-            if self._clock_watch.behind:
-                self._clock_watch.behind = False
-                self._status_version += 1
-                log.warning("the system clock has caught up with the latest time seen")
-            return wall
-        if high - wall > CLOCK_BACK_TOLERANCE:
-            self._note_clock_back(wall, high)
-        return high
+        """Service time: the wall clock, never behind the latest time seen (see ServiceTime)."""
+        now = self._time.now()
+        wall = self._time.wall()
+        watch = self._clock_watch
+        if wall < now - CLOCK_STEP_TOLERANCE:
+            if not watch.behind:
+                self._note_clock_back(wall, now)
+        elif watch.behind:
+            watch.behind = False
+            self._status_version += 1
+            log.warning("the system clock has caught up with the service's time")
+        return now
 
-    def _note_clock_back(self, wall: float, high: float) -> None:
+    def _note_clock_back(self, wall: float, now: float) -> None:
         watch = self._clock_watch
         watch.moved_back = True
-        if not watch.behind:
-            watch.behind = True
-            self._status_version += 1
-            watch.last_step = high - wall
-            watch.last_step_at = wall
-            log.warning(
-                "the system clock moved back %.1f s (to %s; latest time seen %s): expiry and "
-                "grace are judged against the latest time seen",
-                high - wall,
-                iso_time(wall),
-                iso_time(high),
-            )
+        watch.behind = True
+        watch.last_step = now - wall
+        watch.last_step_at = wall
+        self._status_version += 1
+        log.warning(
+            "the system clock moved back %.1f s (to %s; latest time seen %s): expiry and grace "
+            "are judged against the latest time seen, which moves on with the monotonic clock",
+            now - wall,
+            iso_time(wall),
+            iso_time(now),
+        )
+
+    def _save_time(self, now: float) -> None:
+        """Persist the latest time seen and the spans the service ran (for observed days)."""
+        spans = [*self._time.take_closed_spans(), (self._time.span_started_at, now)]
+        self._store.save_time(now, spans)
+        self._clock_watch.persisted_high_water = now
+
+    def close(self) -> None:
+        """Record how long this run watched, so the days it covered count as observed."""
+        with self._lock:
+            self._save_time(self.now())
+
+    def seconds_until_due(self) -> float:
+        """How long until time next brings a change: a midnight or a pending license's takeover."""
+        with self._lock:
+            due = min(self._next_window().ends_at, self._next_takeover_at())
+        return max(0.0, due - self.now())
 
     # --- the snapshot the hot path reads -----------------------------------------------
 
     def _build_enforcement(self) -> Enforcement:
+        days = self._settings.expiry_warning_days
         active = self._active
         lic = active.license if active else None
+        successor = None
+        if self._pending is not None:
+            # from its effective time the pending license answers, until the evaluator applies it
+            incoming = self._pending.license
+            after = self._reevaluated(incoming, incoming.effective_at)
+            successor = (
+                incoming.effective_at,
+                Enforcement(incoming, incoming.ends_at(self.deployment), after, days),
+            )
         return Enforcement(
-            lic,
-            lic.ends_at(self.deployment) if lic else None,
-            self._standing,
-            self._settings.expiry_warning_days,
+            lic, lic.ends_at(self.deployment) if lic else None, self._standing, days, successor
         )
 
     def _next_takeover_at(self) -> float:
@@ -419,14 +470,14 @@ class LicensingService:
             now = self.now()
             self._catch_up(now)
             lic = verify_license(text, self._settings.trusted_keys, self.deployment, now)
-            if self._active and self._active.license.token == lic.token:
-                return UploadOutcome(lic, False, True, self._standing)
-            if self._pending and self._pending.license.token == lic.token:
-                return UploadOutcome(lic, True, True, self._standing)
+            plan = self._plan(lic, now)
+            if plan.unchanged:
+                return UploadOutcome(lic, plan.pending, True, self._standing)
             incoming = InForce(lic, source, now)
-            if lic.is_pending(now):
-                self._store.add_pending_license(incoming.row(), now, self._high_water)
+            if plan.pending:
+                self._store.add_pending_license(incoming.row(), now, now)
                 self._pending = incoming
+                self._enforcement = self._build_enforcement()
                 self._status_version += 1
                 log.info(
                     "license %s (%s) accepted as pending from %s: it takes over %s",
@@ -441,6 +492,17 @@ class LicensingService:
             )
             return UploadOutcome(lic, False, False, self._standing)
 
+    def _plan(self, lic: License, now: float) -> _Plan:
+        active = self._active.license if self._active else None
+        pending = self._pending.license if self._pending else None
+        if active is not None and active.token == lic.token:
+            return _Plan(pending=False, unchanged=True, resulting=self._standing)
+        if pending is not None and pending.token == lic.token:
+            return _Plan(True, True, self._reevaluated(lic, lic.effective_at))
+        if lic.is_pending(now):
+            return _Plan(True, False, self._reevaluated(lic, lic.effective_at))
+        return _Plan(False, False, self._reevaluated(lic, now))
+
     def _activate(
         self, incoming: InForce, at: float, cause: str, *, was_pending: bool = False
     ) -> None:
@@ -450,12 +512,16 @@ class LicensingService:
         self._store.activate_license(
             incoming.row(),
             at,
+            _standing_row(after),
             change.row() if change else None,
-            self._high_water,
+            self.now(),
             was_pending=was_pending,
         )
+        # memory changes only once the store has it: a failed write leaves all as it was
         previous = self._active
         self._active = replace(incoming, applied_at=at)
+        if was_pending:
+            self._pending = None
         log.info(
             "license %s in force (%s, %d cores, features %s, ends %s; was %s): %s",
             lic.serial_number,
@@ -474,12 +540,20 @@ class LicensingService:
         if last is None:
             return self._standing
         return judge(
-            self._standing, last.peak_cores, lic.max_dp_cores, at, grace_end_after_moment(at)
+            self._standing,
+            Judgement(
+                last.peak_cores,
+                lic.max_dp_cores,
+                at,
+                grace_end_after_moment(at),
+                observed=last.observed,
+                at_midnight=False,
+            ),
         )
 
     def _change(self, after: Standing, at: float, cause: str) -> StateChange | None:
         before = self._standing
-        if after == before:
+        if (after.state, after.grace_ends_at) == (before.state, before.grace_ends_at):
             return None
         return StateChange(at, before.state, after.state, after.grace_ends_at, cause)
 
@@ -497,17 +571,10 @@ class LicensingService:
         self._enforcement = self._build_enforcement()
         self._status_version += 1
 
-    def _take_over_if_due(self, now: float) -> None:
-        """A pending license is in force from its effective time, not from the next tick."""
-        pending = self._pending
-        if pending is not None and now >= pending.license.effective_at:
-            with self._lock:
-                self._catch_up(now)
-
     def _take_over(self, at: float) -> None:
         pending = self._pending
         assert pending is not None
-        self._pending = None
+        # it stays pending until the store has it, so a failed write is retried at the next tick
         self._activate(
             pending,
             at,
@@ -529,16 +596,15 @@ class LicensingService:
             return Validation(False, rejection.reason, rejection.message, lic, ends_at)
         with self._lock:
             active = self._active.license if self._active else None
-            pending = lic.is_pending(now)
             last = self._last_evaluation
-            resulting = self._reevaluated(lic, max(now, lic.effective_at))
+            plan = self._plan(lic, now)
         current = set(active.features) if active else set()
         last_peak = last.peak_cores if last else 0
         message = (
             f"valid: license {lic.serial_number} for {lic.customer}, {lic.max_dp_cores} cores, "
             f"ends {iso_time(ends_at)}"
         )
-        if pending:
+        if plan.pending:
             message += f"; it would wait and take over {iso_time(lic.effective_at)}"
         return Validation(
             valid=True,
@@ -546,9 +612,9 @@ class LicensingService:
             message=message,
             license=lic,
             ends_at=ends_at,
-            pending=pending,
-            already_active=active is not None and active.token == lic.token,
-            resulting=resulting,
+            pending=plan.pending,
+            already_active=plan.unchanged and not plan.pending,
+            resulting=plan.resulting,
             last_evaluated_day=last.day if last else "",
             last_evaluated_peak_cores=last_peak,
             core_headroom=lic.max_dp_cores - last_peak,
@@ -560,19 +626,18 @@ class LicensingService:
     # --- usage -----------------------------------------------------------------------
 
     def report_usage(self, instance_id: str, cores: int, stopping: bool) -> ReportOutcome:
-        """Record a gateway's cores; returns once the report is durable. Raises UsageRejected."""
+        """Record a gateway's cores; returns once the report is durable.
+
+        Raises UsageRejected for a bad report and StoreError when it could not be
+        stored; either way nothing changed.
+        """
         check_report(instance_id, cores, stopping)
-        with self._usage_lock:
-            # the receive time is read under the lock the evaluator also takes, so a report
-            # stamped before midnight is queued before that midnight's evaluation reads usage
-            now = self.now()
-            rows = self._tracker.report(instance_id, cores, stopping, now)
-            # queued under the tracker's lock so rows reach the database in tracker order
-            ticket = self._store.enqueue_usage(rows)
-        self._store.commit_usage(ticket)
+        received_at = self._meter.report(instance_id, cores, stopping, self.now)
         jitter = 1.0 + random.uniform(-0.1, 0.1)
         return ReportOutcome(
-            self._enforcement.standing.state, now, self._settings.report_interval * jitter
+            self._enforcement.at(received_at).standing.state,
+            received_at,
+            self._settings.report_interval * jitter,
         )
 
     # --- decisions and status -------------------------------------------------------
@@ -580,9 +645,7 @@ class LicensingService:
     def check_write(self, resource_type: str, operation: Operation, feature: str) -> Decision:
         """The decision table, from memory. Raises InvalidWriteCheck for a bad request."""
         check_request(resource_type)
-        now = self.now()
-        self._take_over_if_due(now)
-        decision = self._enforcement.decide(resource_type, operation, feature, now)
+        decision = self._enforcement.decide(resource_type, operation, feature, self.now())
         if not decision.allowed:
             # repr keeps a caller's newlines from splitting the log line
             log.info(
@@ -597,9 +660,9 @@ class LicensingService:
     def status(self) -> Status:
         """Everything GetStatus shows; reused for up to a second while nothing changes."""
         now = self.now()
-        self._take_over_if_due(now)
-        # the tracker's version moves when an instance starts or stops counting
-        versions = (self._status_version, self._tracker.version)
+        # the meter's version moves when an instance starts or stops counting
+        due = now >= self._enforcement.successor_at
+        versions = (self._status_version, self._meter.version, due)
         cached = self._status_cache
         if (
             cached is not None
@@ -612,13 +675,15 @@ class LicensingService:
         return status
 
     def _build_status(self, now: float) -> Status:
-        enforcement = self._enforcement
-        active = self._active
-        ends_at = enforcement.license_ends_at if active else None
-        with self._usage_lock:
-            total, count = self._tracker.current_total(now)
+        enforcement = self._enforcement.at(now)
+        active, pending = self._active, self._pending
+        if pending is not None and now >= pending.license.effective_at:
+            # due: the evaluator is applying it this moment, and the answer already shows it
+            active, pending = replace(pending, applied_at=pending.license.effective_at), None
+        ends_at = enforcement.license_ends_at if enforcement.license is not None else None
+        total, count = self._meter.current_total(now)
         warnings = list(enforcement.warnings(now))
-        if active is None:
+        if enforcement.license is None:
             warnings.append(
                 StatusWarning(
                     WarningKind.NO_LICENSE,
@@ -632,7 +697,7 @@ class LicensingService:
                 StatusWarning(
                     WarningKind.CLOCK_MOVED_BACK,
                     f"the system clock moved back {watch.last_step:.0f} s; expiry and grace are "
-                    f"judged against the latest time seen, {iso_time(self._high_water)}",
+                    f"judged against the latest time seen, {iso_time(now)}",
                 )
             )
         if self._settings.development_mode:
@@ -655,7 +720,7 @@ class LicensingService:
             deployment=self.deployment,
             active=active,
             license_ends_at=ends_at,
-            pending=self._pending,
+            pending=pending,
             standing=enforcement.standing,
             days_until_expiration=days_left(ends_at, now) if ends_at is not None else 0,
             warnings=tuple(warnings),
@@ -663,8 +728,8 @@ class LicensingService:
             live_instances=count,
             last_evaluation=self._last_evaluation,
             clock=ClockReading(
-                self._clock.now(),
-                self._high_water,
+                self._time.wall(),
+                now,
                 watch.moved_back,
                 watch.last_step,
                 watch.last_step_at,
@@ -689,54 +754,63 @@ class LicensingService:
     def tick(self) -> None:
         """Everything time brings: pending takeovers, midnight evaluations, expiring instances.
 
-        Called by the evaluator thread every few seconds and once at start-up, so
-        days missed while the service was down are evaluated in order.
+        Called by the evaluator thread every few seconds (and at the moment a change
+        is due) and once at start-up, so days missed while the service was down are
+        evaluated in order.
         """
         now = self.now()
         with self._lock:
             self._catch_up(now)
-            if self._high_water - self._clock_watch.persisted_high_water >= 1.0:
-                self._store.save_high_water(self._high_water)
-                self._clock_watch.persisted_high_water = self._high_water
-        with self._usage_lock:
-            expired = self._tracker.expire(now)
-        self._store.write_usage(expired)
+            if now - self._clock_watch.persisted_high_water >= 1.0 or self._time.closed_spans:
+                self._save_time(now)
+        self._meter.expire(now)
 
     def _catch_up(self, now: float) -> None:
         """Evaluate every completed day and take over every due pending license, in time order."""
         while True:
-            day = self._next_day_to_evaluate()
-            midnight = self._calendar.end_of(day)
+            window = self._next_window()
             takeover_at = self._next_takeover_at()
-            if min(midnight, takeover_at) > now:
+            if min(window.ends_at, takeover_at) > now:
                 return
-            if takeover_at <= midnight:
+            if takeover_at <= window.ends_at:
                 self._take_over(takeover_at)
             else:
-                self._evaluate(day, midnight, now)
+                self._evaluate(window, now)
 
-    def _next_day_to_evaluate(self) -> date:
-        if self._last_evaluation is None:
-            return self._calendar.day_of(self.deployment.deployment_time)
-        return date.fromisoformat(self._last_evaluation.day) + timedelta(days=1)
+    def _next_window(self) -> DayWindow:
+        last = self._last_evaluation
+        if last is None:
+            return self._calendar.first_window(self.deployment.deployment_time)
+        return self._calendar.window_after(last.window(self._calendar))
 
-    def _evaluate(self, day: date, midnight: float, now: float) -> None:
-        start = self._calendar.start_of(day)
-        ttl = self._settings.instance_ttl
-        with self._usage_lock:
-            rows = self._store.intervals_between(start, midnight, ttl)
-        peak = peak_between(rows, start, midnight, ttl)
+    def _evaluate(self, window: DayWindow, now: float) -> None:
+        start, midnight = window.starts_at, window.ends_at
+        peak = peak_between(
+            self._meter.intervals_between(start, midnight), start, midnight, self._meter.ttl
+        )
+        # how long the service watched the day, this run included
+        self._save_time(now)
+        ran = observed_seconds(self._store.spans_between(start, midnight), start, midnight)
+        observed = is_observed(ran, start, midnight, self._settings.observed_share)
         active = self._active
         before = self._standing
         max_cores = active.license.max_dp_cores if active else None
         if max_cores is None:
             after = before  # no quota to judge against
         else:
-            grace_ends = self._calendar.grace_end_after_midnight(day + timedelta(days=1))
-            after = judge(before, peak.peak_cores, max_cores, midnight, grace_ends)
-        change = self._change(after, midnight, _evaluation_cause(day, peak, max_cores))
+            after = judge(
+                before,
+                Judgement(
+                    peak.peak_cores,
+                    max_cores,
+                    midnight,
+                    self._calendar.grace_end_after_midnight(midnight),
+                    observed=observed,
+                ),
+            )
+        change = self._change(after, midnight, _evaluation_cause(window, peak, max_cores, observed))
         record = DayRecord(
-            day=day.isoformat(),
+            day=window.day.isoformat(),
             peak_cores=peak.peak_cores,
             max_dp_cores=max_cores,
             state_before=before.state,
@@ -746,25 +820,39 @@ class LicensingService:
             peak_instances=peak.instances,
             license_serial_number=active.license.serial_number if active else "",
             grace_ends_at=after.grace_ends_at,
+            starts_at=start,
+            ends_at=midnight,
+            observed_seconds=ran,
+            observed=observed,
         )
         self._store.record_evaluation(
-            record.row(), change.row() if change else None, self._high_water
+            record.row(), _standing_row(after), change.row() if change else None, now
         )
         self._last_evaluation = record
         self.evaluations_total += 1
         log.info(
-            "evaluated %s: peak %d cores, quota %s, %s -> %s",
+            "evaluated %s: peak %d cores, quota %s, %s (ran %.0f of %.0f s), %s -> %s",
             record.day,
             peak.peak_cores,
             max_cores if max_cores is not None else "none (no license)",
+            "observed" if observed else "not observed",
+            ran,
+            midnight - start,
             before.state.value,
             after.state.value,
         )
         self._set_standing(after, change)
         retention = self._settings.usage_retention_days * SECONDS_PER_DAY
-        self._store.prune_usage(start - retention, ttl)
+        self._store.prune_usage(start - retention, self._meter.ttl)
 
 
-def _evaluation_cause(day: date, peak: DayPeak, max_cores: int | None) -> str:
+def _standing_row(standing: Standing) -> StandingRow:
+    return StandingRow(standing.state.value, standing.episode_grace_ends_at)
+
+
+def _evaluation_cause(
+    window: DayWindow, peak: DayPeak, max_cores: int | None, observed: bool
+) -> str:
     quota = f"{max_cores} licensed" if max_cores is not None else "no license"
-    return f"evaluation of {day.isoformat()}: peak {peak.peak_cores} cores, {quota}"
+    watched = "" if observed else " (not observed: the service ran for less of the day)"
+    return f"evaluation of {window.day.isoformat()}: peak {peak.peak_cores} cores, {quota}{watched}"

@@ -96,6 +96,12 @@ def day_proto(record: DayRecord, with_instances: bool) -> pb.DayUsage:
         message.peak_time.CopyFrom(timestamp(record.peak_at))
     if record.grace_ends_at is not None:
         message.grace_end_time.CopyFrom(timestamp(record.grace_ends_at))
+    if record.starts_at is not None and record.ends_at is not None:
+        message.start_time.CopyFrom(timestamp(record.starts_at))
+        message.end_time.CopyFrom(timestamp(record.ends_at))
+    if record.observed_seconds is not None:
+        message.observed_duration.CopyFrom(duration(record.observed_seconds))
+    message.observed = record.observed
     if with_instances:
         message.peak_instances.extend(
             pb.InstanceUsage(instance_id=i, cores=c) for i, c in record.peak_instances
@@ -227,6 +233,10 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
             )
         if status.standing.grace_ends_at is not None:
             response.grace_end_time.CopyFrom(timestamp(status.standing.grace_ends_at))
+        if status.standing.episode_grace_ends_at is not None:
+            response.episode_grace_end_time.CopyFrom(
+                timestamp(status.standing.episode_grace_ends_at)
+            )
         if status.last_evaluation is not None:
             response.last_evaluated_day.CopyFrom(
                 day_proto(status.last_evaluation, with_instances=False)

@@ -122,8 +122,35 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db.table("service_state").add_column("license_file_token_sha256", str)
 
 
+def _migration_3(db: sqlite_utils.Database) -> None:
+    # each evaluated day's window of instants, so a changed time zone neither skips nor repeats
+    # an hour, and how long the service ran in it (a day it barely watched proves nothing)
+    days = db.table("day_evaluations")
+    days.add_column("starts_at", float)
+    days.add_column("ends_at", float)
+    days.add_column("observed_seconds", float)
+    days.add_column("observed", int)
+    # days judged before windows were stored count as observed, as they were judged
+    db.execute("UPDATE day_evaluations SET observed = 1")
+    # the spans of time the service ran: one per run, extended as it runs
+    db.table("service_spans").create(
+        {"started_at": float, "ended_at": float}, pk="started_at", not_null={"ended_at"}
+    )
+    # service_state.grace_ends_at is now the open overage episode's grace end, kept after
+    # DP_CORE_EXCEEDED; a deployment already RESTRICTED has an episode whose grace has ended
+    db.execute(
+        "UPDATE service_state SET grace_ends_at = coalesce("
+        "(SELECT max(grace_ends_at) FROM state_changes), high_water_at) "
+        "WHERE runtime_state = 'RESTRICTED' AND grace_ends_at IS NULL"
+    )
+
+
 # The schema migrates forward on start: migration N takes user_version N-1 to N.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _migration_1,
+    _migration_2,
+    _migration_3,
+]
 
 # the columns of an IntervalRow, in its order
 _INTERVAL_COLUMNS = "id, instance_id, cores, started_at, last_seen_at, ended_at"
@@ -134,13 +161,21 @@ _UPSERT_INTERVAL = (
 )
 
 
-class _UsageTicket:
+class UsageTicket:
     __slots__ = ("done", "error", "rows")
 
     def __init__(self, rows: list[IntervalRow]) -> None:
         self.rows = rows
         self.done = False
         self.error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class StandingRow:
+    """The runtime state as stored: the state and the open overage episode's grace end."""
+
+    runtime_state: str
+    grace_ends_at: float | None
 
 
 @dataclass(frozen=True)
@@ -172,8 +207,11 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._write_lock = threading.Lock()
         self._queue_lock = threading.Lock()
-        self._usage_queue: list[_UsageTicket] = []
+        self._usage_queue: list[UsageTicket] = []
         self._grouping_until = 0.0
+        # a failed usage commit: later rows were built on the refused ones, so every commit
+        # is refused until the caller rebuilds its memory from the store (`reset_usage`)
+        self._usage_failure: BaseException | None = None
         try:
             self._migrate()
         except BaseException:
@@ -199,20 +237,24 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
-        """One atomic write (or consistent read) of several statements."""
-        with self._write_lock, self.db.atomic():
-            yield self.db
+        """One atomic write (or consistent read) of several statements; all or nothing."""
+        with self._write_lock:
+            try:
+                with self.db.atomic():
+                    yield self.db
+            except sqlite3.Error as error:
+                raise StoreError(f"the database could not be written: {error}") from error
 
     # --- usage: group commit ---------------------------------------------------
 
-    def enqueue_usage(self, rows: list[IntervalRow]) -> _UsageTicket:
+    def enqueue_usage(self, rows: list[IntervalRow]) -> UsageTicket:
         """Queue rows in the order the tracker produced them; commit with `commit_usage`."""
-        ticket = _UsageTicket(rows)
+        ticket = UsageTicket(rows)
         with self._queue_lock:
             self._usage_queue.append(ticket)
         return ticket
 
-    def commit_usage(self, ticket: _UsageTicket) -> None:
+    def commit_usage(self, ticket: UsageTicket) -> None:
         """Return once the ticket's rows are committed (by whichever caller takes the lock)."""
         if not ticket.done:
             with self._write_lock:
@@ -232,6 +274,9 @@ class Store:
             batch, self._usage_queue = self._usage_queue, []
         if not batch:
             return
+        if self._usage_failure is not None:
+            self._fail(batch, self._usage_failure)
+            return
         rows = [row for ticket in batch for row in ticket.rows]
         if len(batch) > 1:
             self._grouping_until = time.monotonic() + GROUPING_WINDOW
@@ -242,31 +287,52 @@ class Store:
             conn.commit()
         except sqlite3.Error as error:
             conn.rollback()
-            for ticket in batch:
-                ticket.error = error
+            self._usage_failure = error
+            self._fail(batch, error)
+            return
         for ticket in batch:
             ticket.done = True
 
-    def write_usage(self, rows: list[IntervalRow]) -> None:
-        if rows:
-            self.commit_usage(self.enqueue_usage(rows))
+    @staticmethod
+    def _fail(batch: list[UsageTicket], error: BaseException) -> None:
+        for ticket in batch:
+            ticket.error = error
+            ticket.done = True
 
-    def live_intervals(self) -> list[IntervalRow]:
+    @property
+    def usage_needs_reset(self) -> bool:
+        return self._usage_failure is not None
+
+    def reset_usage(self) -> tuple[list[IntervalRow], int]:
+        """Refuse every queued report and return what is stored: the live intervals, next id.
+
+        The caller holds the lock under which it queues usage, so nothing is queued
+        meanwhile, and rebuilds its memory from the answer.
+        """
         with self._write_lock:
-            return [
+            with self._queue_lock:
+                queued, self._usage_queue = self._usage_queue, []
+            self._fail(queued, self._usage_failure or StoreError("usage was reset"))
+            self._usage_failure = None
+            live = [
                 tuple(r)
                 for r in self.db.execute(
                     f"SELECT {_INTERVAL_COLUMNS} FROM usage_intervals WHERE ended_at IS NULL"
                 )
             ]
+            return live, self._next_interval_id_locked()
+
+    def write_usage(self, rows: list[IntervalRow]) -> None:
+        if rows:
+            self.commit_usage(self.enqueue_usage(rows))
 
     def next_interval_id(self) -> int:
         with self._write_lock:
-            return int(
-                self.db.execute("SELECT coalesce(max(id), 0) + 1 FROM usage_intervals").fetchone()[
-                    0
-                ]
-            )
+            return self._next_interval_id_locked()
+
+    def _next_interval_id_locked(self) -> int:
+        row = self.db.execute("SELECT coalesce(max(id), 0) + 1 FROM usage_intervals").fetchone()
+        return int(row[0])
 
     def intervals_between(self, start: float, end: float, ttl: float) -> list[IntervalRow]:
         """The intervals that counted at some instant of [start, end)."""
@@ -282,12 +348,13 @@ class Store:
             ]
 
     def prune_usage(self, before: float, ttl: float) -> int:
-        """Forget intervals that stopped counting before `before` (already evaluated)."""
+        """Forget intervals and spans that ended before `before` (already evaluated)."""
         with self.transaction() as db:
             cursor = db.execute(
                 "DELETE FROM usage_intervals WHERE coalesce(ended_at, last_seen_at + ?) < ?",
                 [ttl, before],
             )
+            db.execute("DELETE FROM service_spans WHERE ended_at < ?", [before])
             return int(cursor.rowcount)
 
     def usage_row_count(self) -> int:
@@ -321,9 +388,28 @@ class Store:
         with self._write_lock:
             return dict(self.db.table("service_state").get(1))
 
-    def save_high_water(self, high_water_at: float) -> None:
+    def save_time(self, high_water_at: float, spans: list[tuple[float, float]]) -> None:
+        """The latest time seen, and the (start, end) spans of time the service ran so far."""
         with self.transaction() as db:
-            self._update_state(db, None, high_water_at)
+            db.conn.executemany(
+                "INSERT INTO service_spans (started_at, ended_at) VALUES (?, ?) "
+                "ON CONFLICT(started_at) DO UPDATE SET "
+                "ended_at = max(ended_at, excluded.ended_at)",
+                spans,
+            )
+            self._save_high_water(db, high_water_at)
+
+    def spans_between(self, start: float, end: float) -> list[tuple[float, float]]:
+        """The stored spans the service ran that overlap [start, end)."""
+        with self._write_lock:
+            return [
+                (r[0], r[1])
+                for r in self.db.execute(
+                    "SELECT started_at, ended_at FROM service_spans "
+                    "WHERE started_at < ? AND ended_at > ?",
+                    [end, start],
+                )
+            ]
 
     def license_file_token(self) -> str | None:
         """The SHA-256 of the license token last taken from the license file, if any."""
@@ -337,13 +423,16 @@ class Store:
 
     @staticmethod
     def _update_state(
-        db: sqlite_utils.Database, change: StateChangeRow | None, high_water_at: float
+        db: sqlite_utils.Database,
+        standing: StandingRow,
+        change: StateChangeRow | None,
+        high_water_at: float,
     ) -> None:
-        """Inside a transaction: the time seen and, when it changed, the runtime state."""
+        """Inside a transaction: the runtime state, its change if any, and the time seen."""
+        db.table("service_state").update(
+            1, {"runtime_state": standing.runtime_state, "grace_ends_at": standing.grace_ends_at}
+        )
         if change is not None:
-            db.table("service_state").update(
-                1, {"runtime_state": change.state_after, "grace_ends_at": change.grace_ends_at}
-            )
             db.table("state_changes").insert(
                 {
                     "changed_at": change.changed_at,
@@ -353,6 +442,10 @@ class Store:
                     "cause": change.cause,
                 }
             )
+        Store._save_high_water(db, high_water_at)
+
+    @staticmethod
+    def _save_high_water(db: sqlite_utils.Database, high_water_at: float) -> None:
         db.execute(
             "UPDATE service_state SET high_water_at = max(coalesce(high_water_at, 0), ?) "
             "WHERE id = 1",
@@ -360,13 +453,17 @@ class Store:
         )
 
     def record_evaluation(
-        self, evaluation: dict[str, Any], change: StateChangeRow | None, high_water_at: float
+        self,
+        evaluation: dict[str, Any],
+        standing: StandingRow,
+        change: StateChangeRow | None,
+        high_water_at: float,
     ) -> None:
         """Store one evaluated day and its outcome atomically: a day is evaluated exactly once."""
         row = dict(evaluation, peak_instances=json.dumps(evaluation["peak_instances"]))
         with self.transaction() as db:
             db.table("day_evaluations").insert(row)
-            self._update_state(db, change, high_water_at)
+            self._update_state(db, standing, change, high_water_at)
 
     # --- licenses ------------------------------------------------------------------
 
@@ -386,12 +483,13 @@ class Store:
                 [at],
             )
             db.table("licenses").insert(dict(row, status="pending"))
-            self._update_state(db, None, high_water_at)
+            self._save_high_water(db, high_water_at)
 
     def activate_license(
         self,
         row: dict[str, Any],
         at: float,
+        standing: StandingRow,
         change: StateChangeRow | None,
         high_water_at: float,
         *,
@@ -411,7 +509,7 @@ class Store:
                 )
             else:
                 db.table("licenses").insert(dict(row, status="active", activated_at=at))
-            self._update_state(db, change, high_water_at)
+            self._update_state(db, standing, change, high_water_at)
 
     # --- history ---------------------------------------------------------------------
 

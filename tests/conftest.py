@@ -303,3 +303,15 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+@contextmanager
+def read_only(store: Any) -> Iterator[None]:
+    """Every write to the real database fails (SQLITE_READONLY), as on a file system remounted
+    read-only or a full disk, until the block ends."""
+    conn = store.db.conn
+    conn.execute("PRAGMA query_only = 1")
+    try:
+        yield
+    finally:
+        conn.execute("PRAGMA query_only = 0")

@@ -78,18 +78,19 @@ def test_days_missed_while_the_server_was_down_over_three_midnights_are_evaluate
     assert all(d.evaluation_time.seconds == int(day(4) + HOUR) for d in caught_up)
     # the day the server went down keeps the usage reported before it stopped
     assert [d.peak_cores for d in caught_up] == [OVER, 0, 0]
-    assert [d.state_after for d in caught_up] == [
-        pb.RUNTIME_STATE_DP_CORE_EXCEEDED,
-        pb.RUNTIME_STATE_NORMAL,
-        pb.RUNTIME_STATE_NORMAL,
-    ]
+    # it ran for half of day 1 and none of days 2 and 3: those prove nothing, and the
+    # overage stands
+    assert [d.observed for d in caught_up] == [True, False, False]
+    assert [d.observed_duration.ToSeconds() for d in caught_up] == [12 * 3600 + 10, 0, 0]
+    assert [d.state_after for d in caught_up] == [pb.RUNTIME_STATE_DP_CORE_EXCEEDED] * 3
     status = second.control_plane.status()
     assert status.last_evaluated_day.day == "2027-01-04"
-    assert status.state == pb.RUNTIME_STATE_NORMAL
-    # each catch-up state change is stamped with the midnight it stands for
+    assert status.state == pb.RUNTIME_STATE_DP_CORE_EXCEEDED
+    assert status.grace_end_time.seconds == int(day(8))
+    # the last change is still the one the evaluation of day 0 made at its midnight
     change = status.last_state_change
-    assert change.change_time.seconds == int(day(3))
-    assert "evaluation of 2027-01-03" in change.cause
+    assert change.change_time.seconds == int(day(1))
+    assert "evaluation of 2027-01-01" in change.cause
 
 
 def test_a_restart_right_after_an_evaluation_does_not_evaluate_again(
@@ -143,23 +144,30 @@ def test_a_clock_stepped_back_neither_re_evaluates_nor_extends_the_grace(
 
     # the system clock is set back two days, across two midnights already evaluated
     harness.advance_to(day(1) + 12 * HOUR)
-    harness.advance_to(day(2) + HOUR)
     assert len(evaluated_days(harness)) == 3
     status = harness.control_plane.status()
     assert status.clock.moved_back
     assert status.clock.high_water_time.seconds == int(latest)
-    assert status.clock.system_time.seconds == int(day(2) + HOUR)
+    assert status.clock.system_time.seconds == int(day(1) + 12 * HOUR)
     assert pb.WARNING_KIND_CLOCK_MOVED_BACK in [w.kind for w in status.warnings]
     assert status.state == pb.RUNTIME_STATE_DP_CORE_EXCEEDED
     assert status.grace_end_time.seconds == int(day(8))
-    # usage while the clock is behind is recorded at the latest time seen
+    # usage while the clock is behind is recorded from the latest time seen on, as time passes
     answer = harness.gateway.report_usage("gw-1", OVER)
     assert answer.receive_time.seconds == int(latest)
-
-    # the clock walks forward again: day 3 is evaluated once, at the start of day 4, and the
-    # grace still ends at the start of day 8
-    harness.advance_to(day(4) - 1)
+    harness.advance(HOUR)
+    answer = harness.gateway.report_usage("gw-1", OVER)
+    assert answer.receive_time.seconds == int(latest + HOUR)
     assert len(evaluated_days(harness)) == 3
+
+    # eleven more hours pass: day 3 is evaluated once, at the service's start of day 4, and
+    # the grace still ends at the start of day 8
+    harness.advance(11 * HOUR - 1)
+    assert len(evaluated_days(harness)) == 3
+    harness.advance(1)
+    assert [d.day for d in evaluated_days(harness)][-1] == "2027-01-04"
+    # the operator sets the clock right again
+    harness.clock.step(harness.service.now())
     for n in range(4, 8):
         use_on_day(harness, n)
     harness.advance_to(day(8))

@@ -87,19 +87,25 @@ class Enforcement:
     """What the write decision needs, fixed until the license or the runtime state changes.
 
     The answers that do not depend on the request are made once, here, so the
-    hot path mostly picks a ready Decision.
+    hot path mostly picks a ready Decision. The instants at which the answer
+    changes by itself are part of the snapshot: the grace end, the expiry
+    warning window, the license's end, and a pending license's takeover (its
+    `successor` answers from then on, until the service has applied it).
     """
 
     __slots__ = (
-        "_allowed",
-        "_standing_warnings",
+        "_after_grace",
+        "_before_grace",
+        "_successor",
         "_warn_after",
         "expiry_warning_days",
         "features",
+        "grace_ends_at",
         "license",
         "license_ends_at",
         "serial_number",
         "standing",
+        "successor_at",
     )
 
     def __init__(
@@ -108,6 +114,7 @@ class Enforcement:
         ends_at: float | None,
         standing: Standing,
         expiry_warning_days: int,
+        successor: tuple[float, Enforcement] | None = None,
     ) -> None:
         self.license = lic
         # when the license stops being valid here (the trial rule applied)
@@ -118,15 +125,35 @@ class Enforcement:
         self.serial_number = lic.serial_number if lic else ""
         # until this instant only the state's warnings apply; after it, expiry ones too
         self._warn_after = self.license_ends_at - expiry_warning_days * SECONDS_PER_DAY
-        self._standing_warnings = self._state_warnings()
-        grace = (
-            f"allowed during the grace period, which ends {iso_time(standing.grace_ends_at)}"
-            if standing.grace_ends_at is not None
-            else "allowed during the grace period"
+        grace_ends_at = standing.grace_ends_at
+        self.grace_ends_at = grace_ends_at if grace_ends_at is not None else math.inf
+        self._before_grace = self._answers(grace_passed=False)
+        self._after_grace = (
+            self._answers(grace_passed=True) if grace_ends_at is not None else self._before_grace
         )
-        self._allowed = {
+        self.successor_at, self._successor = successor if successor else (math.inf, self)
+
+    def _answers(
+        self, *, grace_passed: bool
+    ) -> tuple[tuple[StatusWarning, ...], dict[DecisionReason, Decision]]:
+        """The state's warnings and the ready allowed Decisions, before or after the grace end."""
+        warnings = self._state_warnings(grace_passed)
+        if self.standing.grace_ends_at is None:
+            grace = "allowed during the grace period"
+        elif grace_passed:
+            grace = (
+                f"allowed: the grace period ended {iso_time(self.standing.grace_ends_at)}; "
+                "creating and updating configuration is blocked from the next midnight's "
+                "evaluation if the day's peak is still over the quota"
+            )
+        else:
+            grace = (
+                "allowed during the grace period, which ends "
+                f"{iso_time(self.standing.grace_ends_at)}"
+            )
+        allowed = {
             reason: Decision(
-                True, reason, message, self._standing_warnings, standing.state, self.serial_number
+                True, reason, message, warnings, self.standing.state, self.serial_number
             )
             for reason, message in (
                 (DecisionReason.LICENSE_RESOURCE, "the license itself may always be managed"),
@@ -139,21 +166,29 @@ class Enforcement:
                 (DecisionReason.LICENSED, "allowed"),
             )
         }
+        return warnings, allowed
 
-    def _state_warnings(self) -> tuple[StatusWarning, ...]:
+    def _state_warnings(self, grace_passed: bool) -> tuple[StatusWarning, ...]:
         if self.license is None:
             return ()
         state = self.standing.state
         if state is RuntimeState.DP_CORE_EXCEEDED:
             assert self.standing.grace_ends_at is not None
-            return (
-                StatusWarning(
-                    WarningKind.DP_CORE_EXCEEDED,
+            grace_end = iso_time(self.standing.grace_ends_at)
+            if grace_passed:
+                message = (
                     f"data-plane core usage exceeds the licensed {self.license.max_dp_cores} "
-                    f"cores; the grace period ends {iso_time(self.standing.grace_ends_at)}, "
-                    "after which creating and updating configuration is blocked",
-                ),
-            )
+                    f"cores and the grace period ended {grace_end}: creating and updating "
+                    "configuration is blocked from the next midnight's evaluation unless the "
+                    "day's peak is back within the quota"
+                )
+            else:
+                message = (
+                    f"data-plane core usage exceeds the licensed {self.license.max_dp_cores} "
+                    f"cores; the grace period ends {grace_end}, after which creating and "
+                    "updating configuration is blocked"
+                )
+            return (StatusWarning(WarningKind.DP_CORE_EXCEEDED, message),)
         if state is RuntimeState.RESTRICTED:
             return (
                 StatusWarning(
@@ -165,10 +200,17 @@ class Enforcement:
             )
         return ()
 
+    def at(self, now: float) -> Enforcement:
+        """The snapshot in force at `now`: this one, or the pending license's once it is due."""
+        return self._successor if now >= self.successor_at else self
+
     def warnings(self, now: float) -> tuple[StatusWarning, ...]:
         """The warnings every CheckWrite and GetStatus answer carries."""
+        if now >= self.successor_at:
+            return self._successor.warnings(now)
+        state_warnings = (self._before_grace if now < self.grace_ends_at else self._after_grace)[0]
         if now <= self._warn_after:
-            return self._standing_warnings
+            return state_warnings
         if now >= self.license_ends_at:
             ending = StatusWarning(
                 WarningKind.LICENSE_EXPIRED,
@@ -183,12 +225,14 @@ class Enforcement:
                 f"license {self.serial_number} ends {iso_time(self.license_ends_at)}, "
                 f"in {left} day{'s' if left != 1 else ''}: plan the renewal",
             )
-        return (ending, *self._standing_warnings)
+        return (ending, *state_warnings)
 
     def decide(
         self, resource_type: str, operation: Operation, feature: str, now: float
     ) -> Decision:
         """The decision table: create and update need a valid license within quota."""
+        if now >= self.successor_at:
+            return self._successor.decide(resource_type, operation, feature, now)
         if resource_type == LICENSE_RESOURCE:
             reason = DecisionReason.LICENSE_RESOURCE
         elif operation is Operation.READ:
@@ -229,7 +273,9 @@ class Enforcement:
             reason = DecisionReason.GRACE_PERIOD
         else:
             reason = DecisionReason.LICENSED
-        decision = self._allowed[reason]
+        decision = (self._before_grace if now < self.grace_ends_at else self._after_grace)[1][
+            reason
+        ]
         if now <= self._warn_after:
             return decision
         return replace(decision, warnings=self.warnings(now))

@@ -1,4 +1,11 @@
-"""The runtime state machine: each day's peak against the licensed quota."""
+"""The runtime state machine: each day's peak against the licensed quota.
+
+The grace period belongs to an *overage episode*, not to a license: the first
+over-quota judgement opens the episode and fixes its grace end; only a
+midnight that judges an observed day within the quota closes it. While it is
+open, going over quota again resumes it with its original grace end, so
+swapping licenses back and forth never buys more grace.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,8 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 GRACE_DAYS = 7
+# By default a day is observed when the service ran for at least half of it.
+OBSERVED_SHARE = 0.5
 
 
 class RuntimeState(StrEnum):
@@ -18,33 +27,72 @@ class RuntimeState(StrEnum):
 
 @dataclass(frozen=True)
 class Standing:
-    """The runtime state and, while DP_CORE_EXCEEDED, when its grace period ends."""
+    """The runtime state and the open overage episode's grace end (None: no episode open)."""
 
     state: RuntimeState
-    grace_ends_at: float | None = None
+    episode_grace_ends_at: float | None = None
+
+    @property
+    def grace_ends_at(self) -> float | None:
+        """When the grace period ends, shown while DP_CORE_EXCEEDED."""
+        if self.state is RuntimeState.DP_CORE_EXCEEDED:
+            return self.episode_grace_ends_at
+        return None
 
 
 NORMAL = Standing(RuntimeState.NORMAL)
 
 
-def judge(
-    before: Standing, peak_cores: int, max_dp_cores: int, at: float, grace_ends: float
-) -> Standing:
-    """Apply the transition table to one day's peak.
+@dataclass(frozen=True)
+class Judgement:
+    """One peak judged against one quota: at a midnight, or at a license change."""
 
-    `at` is the evaluation's midnight (or the moment a license changed), and
-    `grace_ends` the end a grace period starting at `at` would have.
-    """
-    if peak_cores <= max_dp_cores:
-        return NORMAL
-    if before.state is RuntimeState.NORMAL:
-        return Standing(RuntimeState.DP_CORE_EXCEEDED, grace_ends)
-    if before.state is RuntimeState.DP_CORE_EXCEEDED:
-        assert before.grace_ends_at is not None
-        if at >= before.grace_ends_at:
-            return Standing(RuntimeState.RESTRICTED)
-        return before
-    return Standing(RuntimeState.RESTRICTED)
+    peak_cores: int
+    max_dp_cores: int
+    # the evaluation's midnight, or the moment the license changed
+    at: float
+    # the grace end an episode opened by this judgement gets
+    new_grace_ends_at: float
+    # the service ran for enough of the day for a peak within the quota to prove something
+    observed: bool = True
+    # only a midnight closes an episode; a license change that covers the peak does not
+    at_midnight: bool = True
+
+
+def judge(before: Standing, judgement: Judgement) -> Standing:
+    """Apply the transition table to one peak."""
+    if judgement.peak_cores <= judgement.max_dp_cores:
+        if not judgement.observed:
+            return before  # a day the service did not watch proves nothing
+        if judgement.at_midnight:
+            return NORMAL
+        return Standing(RuntimeState.NORMAL, before.episode_grace_ends_at)
+    grace_ends_at = before.episode_grace_ends_at
+    if grace_ends_at is None:
+        return Standing(RuntimeState.DP_CORE_EXCEEDED, judgement.new_grace_ends_at)
+    if before.state is RuntimeState.RESTRICTED or judgement.at >= grace_ends_at:
+        return Standing(RuntimeState.RESTRICTED, grace_ends_at)
+    return Standing(RuntimeState.DP_CORE_EXCEEDED, grace_ends_at)
+
+
+def is_observed(
+    observed_seconds: float, starts_at: float, ends_at: float, share: float = OBSERVED_SHARE
+) -> bool:
+    return observed_seconds >= share * (ends_at - starts_at)
+
+
+def observed_seconds(spans: list[tuple[float, float]], starts_at: float, ends_at: float) -> float:
+    """How long the service ran within [starts_at, ends_at), from its (start, end) spans."""
+    return sum(max(0.0, min(end, ends_at) - max(start, starts_at)) for start, end in spans)
+
+
+@dataclass(frozen=True)
+class DayWindow:
+    """One evaluated day: its label and the instants [starts_at, ends_at) it covers."""
+
+    day: date
+    starts_at: float
+    ends_at: float
 
 
 @dataclass(frozen=True)
@@ -63,9 +111,26 @@ class Calendar:
     def end_of(self, day: date) -> float:
         return self.start_of(day + timedelta(days=1))
 
-    def grace_end_after_midnight(self, day: date) -> float:
-        """7 days after the midnight that starts `day`, in calendar days."""
-        return self.start_of(day + timedelta(days=GRACE_DAYS))
+    def first_window(self, deployed_at: float) -> DayWindow:
+        day = self.day_of(deployed_at)
+        return DayWindow(day, self.start_of(day), self.end_of(day))
+
+    def window_after(self, last: DayWindow) -> DayWindow:
+        """The day after `last`, starting where `last` ended.
+
+        Each instant belongs to exactly one evaluated day: when the time zone
+        changed since `last` was evaluated, the next day starts at `last`'s end
+        and ends at the first midnight of this zone after it, so that day is
+        longer or shorter, and no hour is skipped or judged twice.
+        """
+        day = last.day + timedelta(days=1)
+        while self.end_of(day) <= last.ends_at:
+            day += timedelta(days=1)
+        return DayWindow(day, last.ends_at, self.end_of(day))
+
+    def grace_end_after_midnight(self, midnight: float) -> float:
+        """7 calendar days after a midnight of this zone."""
+        return self.start_of(self.day_of(midnight) + timedelta(days=GRACE_DAYS))
 
 
 def grace_end_after_moment(at: float) -> float:

@@ -690,6 +690,7 @@ class GetStatusResponse(_message.Message):
     LICENSE_FILE_FIELD_NUMBER: _builtins.int
     DEVELOPMENT_MODE_FIELD_NUMBER: _builtins.int
     LAST_STATE_CHANGE_FIELD_NUMBER: _builtins.int
+    EPISODE_GRACE_END_TIME_FIELD_NUMBER: _builtins.int
     state: Global___RuntimeState.ValueType
     deployment_id: _builtins.str
     """This deployment's ID: send it to the vendor to get a license."""
@@ -737,6 +738,15 @@ class GetStatusResponse(_message.Message):
     def last_state_change(self) -> Global___StateChange:
         """The last runtime state change and its cause."""
 
+    @_builtins.property
+    def episode_grace_end_time(self) -> _timestamp_pb2.Timestamp:
+        """Set while an overage episode is open: the grace end its first over-quota
+        judgement fixed. A license that covers the peak returns the state to
+        NORMAL at once but leaves the episode open until a midnight judges an
+        observed day within the quota; going over quota again meanwhile resumes
+        it with this grace end (RESTRICTED at once if it has passed).
+        """
+
     def __init__(
         self,
         *,
@@ -758,10 +768,11 @@ class GetStatusResponse(_message.Message):
         license_file: Global___LicenseFileStatus | None = ...,
         development_mode: _builtins.bool = ...,
         last_state_change: Global___StateChange | None = ...,
+        episode_grace_end_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["clock", b"clock", "deployment_time", b"deployment_time", "grace_end_time", b"grace_end_time", "last_evaluated_day", b"last_evaluated_day", "last_state_change", b"last_state_change", "license", b"license", "license_applied_time", b"license_applied_time", "license_file", b"license_file", "pending_license", b"pending_license"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clock", b"clock", "deployment_time", b"deployment_time", "episode_grace_end_time", b"episode_grace_end_time", "grace_end_time", b"grace_end_time", "last_evaluated_day", b"last_evaluated_day", "last_state_change", b"last_state_change", "license", b"license", "license_applied_time", b"license_applied_time", "license_file", b"license_file", "pending_license", b"pending_license"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock", b"clock", "current_total_cores", b"current_total_cores", "days_until_expiration", b"days_until_expiration", "deployment_id", b"deployment_id", "deployment_time", b"deployment_time", "development_mode", b"development_mode", "grace_end_time", b"grace_end_time", "last_evaluated_day", b"last_evaluated_day", "last_state_change", b"last_state_change", "license", b"license", "license_applied_time", b"license_applied_time", "license_file", b"license_file", "license_source", b"license_source", "license_valid", b"license_valid", "live_instances", b"live_instances", "pending_license", b"pending_license", "state", b"state", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock", b"clock", "current_total_cores", b"current_total_cores", "days_until_expiration", b"days_until_expiration", "deployment_id", b"deployment_id", "deployment_time", b"deployment_time", "development_mode", b"development_mode", "episode_grace_end_time", b"episode_grace_end_time", "grace_end_time", b"grace_end_time", "last_evaluated_day", b"last_evaluated_day", "last_state_change", b"last_state_change", "license", b"license", "license_applied_time", b"license_applied_time", "license_file", b"license_file", "license_source", b"license_source", "license_valid", b"license_valid", "live_instances", b"live_instances", "pending_license", b"pending_license", "state", b"state", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -938,6 +949,10 @@ class DayUsage(_message.Message):
     PEAK_INSTANCES_FIELD_NUMBER: _builtins.int
     LICENSE_SERIAL_NUMBER_FIELD_NUMBER: _builtins.int
     GRACE_END_TIME_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    OBSERVED_DURATION_FIELD_NUMBER: _builtins.int
+    OBSERVED_FIELD_NUMBER: _builtins.int
     day: _builtins.str
     """YYYY-MM-DD in the configured time zone."""
     peak_cores: _builtins.int
@@ -946,6 +961,11 @@ class DayUsage(_message.Message):
     state_before: Global___RuntimeState.ValueType
     state_after: Global___RuntimeState.ValueType
     license_serial_number: _builtins.str
+    observed: _builtins.bool
+    """The service ran for at least half of the day (configurable). A day that
+    was not observed and is within the quota proves nothing: it leaves the
+    state as it was.
+    """
     @_builtins.property
     def evaluation_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -962,6 +982,21 @@ class DayUsage(_message.Message):
     def grace_end_time(self) -> _timestamp_pb2.Timestamp:
         """Set when state_after is DP_CORE_EXCEEDED."""
 
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The instants the day covered, [start_time, end_time): a calendar day in
+        the configured time zone, except the first day after the time zone was
+        changed, which starts where the last evaluated day ended (so each instant
+        belongs to exactly one day). Unset for days evaluated before this was
+        recorded.
+        """
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def observed_duration(self) -> _duration_pb2.Duration:
+        """How long the service ran within the day."""
+
     def __init__(
         self,
         *,
@@ -975,10 +1010,14 @@ class DayUsage(_message.Message):
         peak_instances: _abc.Iterable[Global___InstanceUsage] | None = ...,
         license_serial_number: _builtins.str = ...,
         grace_end_time: _timestamp_pb2.Timestamp | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        observed_duration: _duration_pb2.Duration | None = ...,
+        observed: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation_time", b"evaluation_time", "grace_end_time", b"grace_end_time", "peak_time", b"peak_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "evaluation_time", b"evaluation_time", "grace_end_time", b"grace_end_time", "observed_duration", b"observed_duration", "peak_time", b"peak_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "evaluation_time", b"evaluation_time", "grace_end_time", b"grace_end_time", "license_serial_number", b"license_serial_number", "max_dp_cores", b"max_dp_cores", "peak_cores", b"peak_cores", "peak_instances", b"peak_instances", "peak_time", b"peak_time", "state_after", b"state_after", "state_before", b"state_before"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "end_time", b"end_time", "evaluation_time", b"evaluation_time", "grace_end_time", b"grace_end_time", "license_serial_number", b"license_serial_number", "max_dp_cores", b"max_dp_cores", "observed", b"observed", "observed_duration", b"observed_duration", "peak_cores", b"peak_cores", "peak_instances", b"peak_instances", "peak_time", b"peak_time", "start_time", b"start_time", "state_after", b"state_after", "state_before", b"state_before"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
