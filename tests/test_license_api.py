@@ -207,6 +207,44 @@ def test_hs256_keyed_with_the_public_key_is_rejected_as_unsupported_algorithm(
     )
 
 
+def _signed(vendor: Vendor, header_json: str, payload_json: str) -> str:
+    """A compact JWS over exactly these header and payload texts, signed by the vendor."""
+    signing_input = f"{_b64(header_json.encode())}.{_b64(payload_json.encode())}"
+    return f"{signing_input}.{_b64(vendor.key.sign(signing_input.encode()))}"
+
+
+# "a short, escaped prefix": far below what a gRPC status message may carry
+SHORT = 300
+# a header value as long as still fits in a license (at most 64 Ki characters)
+LONG = 40_000
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ({"alg": "EdDSA", "kid": "k" * LONG}, "UNKNOWN_KEY"),
+        ({"alg": "A" * LONG, "kid": "vendor-test"}, "UNSUPPORTED_ALGORITHM"),
+        ({"alg": "EdDSA", "kid": "vendor-test", "crit": ["c" * LONG]}, "MALFORMED"),
+    ],
+    ids=["kid", "alg", "crit"],
+)
+def test_a_huge_header_value_is_refused_with_its_reason_and_a_short_message(
+    harness: Harness, vendor: Vendor, header: dict[str, object], reason: str
+) -> None:
+    harness.admin.upload(vendor.issue(serial_number="LIC-IN-FORCE"))
+    before = status_fingerprint(harness)
+    token = _signed(vendor, json.dumps(header), json.dumps(_claims()))
+
+    rejected = upload_rejection(harness, token)
+    assert (rejected.code, rejected.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
+    assert 0 < len(rejected.message) < SHORT
+    verdict = harness.admin.validate(token)
+    assert not verdict.valid
+    assert pb.LicenseRejectionReason.Name(verdict.reason) == "LICENSE_REJECTION_REASON_" + reason
+    assert 0 < len(verdict.message) < SHORT
+    assert status_fingerprint(harness) == before
+
+
 def test_a_free_trial_for_a_deployment_older_than_90_days_is_rejected_as_expired(
     harness: Harness, vendor: Vendor
 ) -> None:
@@ -461,6 +499,19 @@ def test_the_expiry_warning_window_is_configurable(
     [warning] = harness.control_plane.check_write("route", Operation.READ).warnings
     assert warning.kind == pb.WARNING_KIND_LICENSE_EXPIRING
     assert "in 50 days" in warning.message
+
+
+def test_a_long_day_in_usage_history_is_invalid_argument_with_a_short_message(
+    harness: Harness,
+) -> None:
+    with pytest.raises(LicensingError) as raised:
+        harness.control_plane.usage_history(day="2027-01-01" + "x" * 100_000)
+    assert (raised.value.code, raised.value.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )
+    assert 0 < len(raised.value.message) < SHORT
+    assert "100010 characters" in raised.value.message
 
 
 def test_usage_history_returns_peak_instances_only_when_asked(

@@ -13,11 +13,12 @@ from enum import Enum, StrEnum
 
 from server.domain.clock import SECONDS_PER_DAY
 from server.domain.license import License, iso_time
-from server.domain.refusal import Refused
+from server.domain.refusal import Refused, quote
 from server.domain.runtime import RuntimeState, Standing
 
 LICENSE_RESOURCE = "license"
 MAX_RESOURCE_TYPE_CHARS = 128
+MAX_FEATURE_CHARS = 128
 
 
 class Operation(Enum):
@@ -76,6 +77,14 @@ def check_request(resource_type: str) -> None:
             "INVALID_RESOURCE_TYPE",
             f"resource_type must be 1 to {MAX_RESOURCE_TYPE_CHARS} characters, e.g. 'route'",
         )
+
+
+def _feature_too_long(feature: str) -> InvalidWriteCheck:
+    return InvalidWriteCheck(
+        "INVALID_FEATURE",
+        f"feature must be at most {MAX_FEATURE_CHARS} characters (or empty for none); "
+        f"got {len(feature)}",
+    )
 
 
 def days_left(ends_at: float, now: float) -> int:
@@ -189,6 +198,8 @@ class Enforcement:
         self, resource_type: str, operation: Operation, feature: str, now: float
     ) -> Decision:
         """The decision table: create and update need a valid license within quota."""
+        if len(feature) > MAX_FEATURE_CHARS:
+            raise _feature_too_long(feature)
         if resource_type == LICENSE_RESOURCE:
             reason = DecisionReason.LICENSE_RESOURCE
         elif operation is Operation.READ:
@@ -210,10 +221,11 @@ class Enforcement:
                 now,
             )
         elif feature and feature not in self.features:
+            licensed = ", ".join(sorted(self.features)) or "none"
             return self._denied(
                 DecisionReason.FEATURE_NOT_LICENSED,
-                f"{resource_type} needs feature {feature!r}, which license {self.serial_number} "
-                f"does not include (it has: {', '.join(sorted(self.features)) or 'none'})",
+                f"{resource_type} needs feature {quote(feature)}, which license "
+                f"{self.serial_number} does not include (it has: {licensed})",
                 now,
             )
         elif self.standing.state is RuntimeState.RESTRICTED:

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from server.domain.clock import SECONDS_PER_DAY
-from server.domain.refusal import Refused
+from server.domain.refusal import Refused, quote
 
 ALGORITHM = "EdDSA"
 TRIAL_DAYS = 90
@@ -113,21 +113,23 @@ def verify_signed(text: str, trusted_keys: Mapping[str, Ed25519PublicKey]) -> Li
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as error:
         raise LicenseRejected(
-            RejectionReason.MALFORMED, f"the license header cannot be read: {error}"
+            RejectionReason.MALFORMED,
+            f"the license header cannot be read: {quote(str(error), limit=80)}",
         ) from None
     algorithm = header.get("alg")
     if algorithm != ALGORITHM:
         raise LicenseRejected(
             RejectionReason.UNSUPPORTED_ALGORITHM,
-            f"the license is signed with {algorithm!r}; only {ALGORITHM} (Ed25519) is accepted",
+            f"the license is signed with {quote(algorithm)}; only {ALGORITHM} (Ed25519) is "
+            "accepted",
         )
     key_id = header.get("kid")
     if not isinstance(key_id, str) or key_id not in trusted_keys:
         known = ", ".join(sorted(trusted_keys)) or "none"
         raise LicenseRejected(
             RejectionReason.UNKNOWN_KEY,
-            f"the license is signed with key id {key_id!r}, which this server does not trust "
-            f"(trusted: {known})",
+            f"the license is signed with key id {quote(key_id)}, which this server does not "
+            f"trust (trusted: {known})",
         )
     try:
         decoded = jwt.api_jws.PyJWS().decode_complete(
@@ -136,11 +138,12 @@ def verify_signed(text: str, trusted_keys: Mapping[str, Ed25519PublicKey]) -> Li
     except jwt.InvalidSignatureError:
         raise LicenseRejected(
             RejectionReason.BAD_SIGNATURE,
-            f"the license signature does not verify with trusted key {key_id!r}",
+            f"the license signature does not verify with trusted key {quote(key_id)}",
         ) from None
     except jwt.PyJWTError as error:
         raise LicenseRejected(
-            RejectionReason.MALFORMED, f"the license cannot be decoded: {error}"
+            RejectionReason.MALFORMED,
+            f"the license cannot be decoded: {quote(str(error), limit=80)}",
         ) from None
     try:
         claims = json.loads(decoded["payload"])
@@ -156,7 +159,7 @@ def check_applicable(lic: License, deployment: Deployment, now: float) -> None:
     if lic.deployment_id != deployment.deployment_id:
         raise LicenseRejected(
             RejectionReason.DEPLOYMENT_MISMATCH,
-            f"the license is for deployment {lic.deployment_id!r}, this is deployment "
+            f"the license is for deployment {quote(lic.deployment_id)}, this is deployment "
             f"{deployment.deployment_id!r}",
         )
     ends_at = lic.ends_at(deployment)
