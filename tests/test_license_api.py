@@ -273,6 +273,32 @@ def test_a_free_trial_ends_90_days_after_deployment_in_status(
     assert decision.reason == pb.DECISION_REASON_LICENSE_EXPIRED
 
 
+def test_a_trial_that_ends_before_it_begins_is_rejected_as_expired(
+    harness: Harness, vendor: Vendor
+) -> None:
+    harness.admin.upload(vendor.issue(serial_number="LIC-PAID"))
+    before = status_fingerprint(harness)
+    # effective after deployment + 90 days: it would be pending, and then never in force
+    trial = vendor.issue(
+        serial_number="TRIAL-LATE",
+        free_trial=True,
+        effective_at=START + 100 * DAY,
+        expires_at=START + 200 * DAY,
+    )
+
+    verdict = harness.admin.validate(trial)
+    assert (verdict.valid, verdict.reason) == (False, pb.LICENSE_REJECTION_REASON_EXPIRED)
+    assert "never" in verdict.message
+    rejected = upload_rejection(harness, trial)
+    assert (rejected.code, rejected.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "EXPIRED")
+    assert rejected.message == verdict.message
+    assert status_fingerprint(harness) == before
+
+    harness.advance_to(START + 100 * DAY)
+    decision = harness.control_plane.check_write("route", Operation.CREATE)
+    assert (decision.allowed, decision.license_serial_number) == (True, "LIC-PAID")
+
+
 def test_validate_returns_the_rejection_as_data_and_changes_nothing(
     harness: Harness, vendor: Vendor
 ) -> None:

@@ -271,3 +271,29 @@ def test_several_trusted_keys_verify_side_by_side(vendor: Vendor) -> None:
     )
     assert verify_license(old, keys, DEPLOYMENT, START).key_id == vendor.kid
     assert verify_license(new, keys, DEPLOYMENT, START).key_id == "vendor-2028"
+
+
+@pytest.mark.parametrize("effective_day", [90, 120])
+def test_a_trial_that_ends_on_or_before_its_effective_date_is_rejected_as_expired(
+    vendor: Vendor, effective_day: int
+) -> None:
+    # a trial ends at most 90 days after the deployment date, so this one never begins
+    text = vendor.issue(
+        free_trial=True,
+        effective_at=START + effective_day * DAY,
+        expires_at=START + 365 * DAY,
+    )
+    found = rejection(vendor, text)
+    assert found.reason is RejectionReason.EXPIRED
+    assert "never" in found.message
+    assert "90 days" in found.message
+
+
+def test_a_pending_trial_with_time_left_after_its_effective_date_is_accepted(
+    vendor: Vendor,
+) -> None:
+    text = vendor.issue(
+        free_trial=True, effective_at=START + 89 * DAY, expires_at=START + 365 * DAY
+    )
+    lic = verify_license(text, {vendor.kid: vendor.key.public_key()}, DEPLOYMENT, START)
+    assert lic.is_pending(START)

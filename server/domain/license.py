@@ -163,6 +163,14 @@ def check_applicable(lic: License, deployment: Deployment, now: float) -> None:
             f"{deployment.deployment_id!r}",
         )
     ends_at = lic.ends_at(deployment)
+    if lic.free_trial and ends_at <= lic.effective_at:
+        # pending or not: it would wait, then take over already ended
+        raise LicenseRejected(
+            RejectionReason.EXPIRED,
+            f"the free trial can never be in force: it takes effect {iso_time(lic.effective_at)}, "
+            f"but a trial lasts at most {TRIAL_DAYS} days from the deployment date, until "
+            f"{iso_time(ends_at)}",
+        )
     if now >= ends_at:
         if lic.free_trial and ends_at < lic.expires_at:
             message = (
