@@ -245,6 +245,33 @@ def test_a_huge_header_value_is_refused_with_its_reason_and_a_short_message(
     assert status_fingerprint(harness) == before
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"customer": "Soci\udce9t\udce9"},
+        {"features": ["api7-gateway", "api7-\ud800"]},
+    ],
+    ids=["customer", "features"],
+)
+def test_a_lone_surrogate_in_a_license_is_rejected_as_malformed_and_status_still_answers(
+    harness: Harness, vendor: Vendor, overrides: dict[str, object]
+) -> None:
+    harness.admin.upload(vendor.issue(serial_number="LIC-IN-FORCE"))
+    before = status_fingerprint(harness)
+    # json.dumps escapes a lone surrogate as \udce9: valid JSON, but not text
+    token = _signed(
+        vendor,
+        json.dumps({"alg": "EdDSA", "kid": vendor.kid}),
+        json.dumps({**_claims(), **overrides}),
+    )
+
+    rejected = upload_rejection(harness, token)
+    assert (rejected.code, rejected.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED")
+    verdict = harness.admin.validate(token)
+    assert (verdict.valid, verdict.reason) == (False, pb.LICENSE_REJECTION_REASON_MALFORMED)
+    assert status_fingerprint(harness) == before
+
+
 def test_a_free_trial_for_a_deployment_older_than_90_days_is_rejected_as_expired(
     harness: Harness, vendor: Vendor
 ) -> None:

@@ -297,3 +297,38 @@ def test_a_pending_trial_with_time_left_after_its_effective_date_is_accepted(
     )
     lic = verify_license(text, {vendor.kid: vendor.key.public_key()}, DEPLOYMENT, START)
     assert lic.is_pending(START)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("serial_number", "LIC-\ud800"),
+        ("customer", "Soci\udce9t\udce9"),
+        ("deployment_id", DEPLOYMENT_ID + "\udfff"),
+        ("features", ["api7-gateway", "api7-\udc80"]),
+        ("note", {"\ud800": "a claim the server does not use"}),
+    ],
+    ids=["serial_number", "customer", "deployment_id", "features", "unused-claim"],
+)
+def test_a_lone_surrogate_in_a_signed_claim_is_malformed(
+    vendor: Vendor, name: str, value: Any
+) -> None:
+    # JSON can escape half a UTF-16 pair ("\ud800"): text no UTF-8 answer can carry
+    found = rejection(vendor, sign_raw(vendor, claims(**{name: value})))
+    assert found.reason is RejectionReason.MALFORMED
+    assert name in found.message
+    found.message.encode()  # the message itself is sendable
+
+
+def test_a_lone_surrogate_in_the_header_is_malformed(vendor: Vendor) -> None:
+    token = sign_raw(vendor, claims(), {"kid": vendor.kid, "typ": "JWT\ud800"})
+    found = rejection(vendor, token)
+    assert found.reason is RejectionReason.MALFORMED
+    found.message.encode()
+
+
+def test_the_issuer_refuses_to_sign_text_that_is_not_unicode(vendor: Vendor) -> None:
+    with pytest.raises(LicenseRejected) as raised:
+        vendor.issue(customer="Soci\udce9t\udce9")
+    assert raised.value.reason is RejectionReason.MALFORMED
+    assert "customer" in raised.value.message

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +38,8 @@ TRIAL_DAYS = 90
 MAX_INT32 = 2**31 - 1
 # A real license is well under 2 KiB; anything far larger is not one.
 MAX_LICENSE_CHARS = 64 * 1024
+# Half of a UTF-16 pair: JSON may escape one ("\ud800"), but it is not text UTF-8 can carry.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class RejectionReason(StrEnum):
@@ -116,6 +119,11 @@ def verify_signed(text: str, trusted_keys: Mapping[str, Ed25519PublicKey]) -> Li
             RejectionReason.MALFORMED,
             f"the license header cannot be read: {quote(str(error), limit=80)}",
         ) from None
+    if _holds_lone_surrogate(header):
+        raise LicenseRejected(
+            RejectionReason.MALFORMED,
+            "the license header is not valid Unicode text: it holds half of a UTF-16 pair",
+        )
     algorithm = header.get("alg")
     if algorithm != ALGORITHM:
         raise LicenseRejected(
@@ -197,6 +205,13 @@ def verify_license(
 def _license_from_claims(claims: Any, key_id: str, token: str) -> License:
     if not isinstance(claims, dict):
         raise LicenseRejected(RejectionReason.MALFORMED, "the license payload is not a JSON object")
+    for name, value in claims.items():
+        if _holds_lone_surrogate(name) or _holds_lone_surrogate(value):
+            raise LicenseRejected(
+                RejectionReason.MALFORMED,
+                f"claim {quote(name)} is not valid Unicode text: it holds half of a UTF-16 "
+                "pair (text read from a terminal or file that is not UTF-8?)",
+            )
     serial_number = _text_claim(claims, "serial_number")
     customer = _text_claim(claims, "customer")
     deployment_id = _text_claim(claims, "deployment_id")
@@ -234,6 +249,23 @@ def _license_from_claims(claims: Any, key_id: str, token: str) -> License:
         key_id=key_id,
         token=token,
     )
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    """Whether any string or object key in a parsed JSON value holds half a UTF-16 pair."""
+    # a loop, not recursion: the value may be nested nearly as deep as the parser allows
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _claim_error(name: str, expected: str) -> LicenseRejected:
