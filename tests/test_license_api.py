@@ -272,6 +272,25 @@ def test_a_lone_surrogate_in_a_license_is_rejected_as_malformed_and_status_still
     assert status_fingerprint(harness) == before
 
 
+@pytest.mark.parametrize("part", ["payload", "header"])
+def test_a_license_nested_deeper_than_the_recursion_limit_is_rejected_as_malformed(
+    harness: Harness, vendor: Vendor, part: str
+) -> None:
+    header = json.dumps({"alg": "EdDSA", "kid": vendor.kid})
+    payload = json.dumps(_claims())
+    deep = ', "x": ' + "[" * 20_000 + "]" * 20_000 + "}"
+    if part == "header":
+        header = header[:-1] + deep
+    else:
+        payload = payload[:-1] + deep
+    token = _signed(vendor, header, payload)
+
+    rejected = upload_rejection(harness, token)
+    assert (rejected.code, rejected.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED")
+    verdict = harness.admin.validate(token)
+    assert (verdict.valid, verdict.reason) == (False, pb.LICENSE_REJECTION_REASON_MALFORMED)
+
+
 def test_a_free_trial_for_a_deployment_older_than_90_days_is_rejected_as_expired(
     harness: Harness, vendor: Vendor
 ) -> None:

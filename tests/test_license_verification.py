@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import sys
 from typing import Any
 
 import jwt
@@ -332,3 +333,24 @@ def test_the_issuer_refuses_to_sign_text_that_is_not_unicode(vendor: Vendor) -> 
         vendor.issue(customer="Soci\udce9t\udce9")
     assert raised.value.reason is RejectionReason.MALFORMED
     assert "customer" in raised.value.message
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("part", ["payload", "header"])
+def test_a_license_nested_deeper_than_the_recursion_limit_is_malformed(
+    vendor: Vendor, part: str
+) -> None:
+    deep = nested(max(20_000, 2 * sys.getrecursionlimit()))
+    header = {"alg": "EdDSA", "kid": vendor.kid}
+    body = json.dumps(claims())
+    if part == "header":
+        header_json = json.dumps(header)[:-1] + f', "x": {deep}}}'
+    else:
+        header_json = json.dumps(header)
+        body = body[:-1] + f', "x": {deep}}}'
+    signing_input = f"{b64(header_json.encode())}.{b64(body.encode())}"
+    token = f"{signing_input}.{b64(vendor.key.sign(signing_input.encode()))}"
+    assert rejection(vendor, token).reason is RejectionReason.MALFORMED

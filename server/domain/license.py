@@ -114,11 +114,12 @@ def verify_signed(text: str, trusted_keys: Mapping[str, Ed25519PublicKey]) -> Li
         )
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as error:
-        raise LicenseRejected(
-            RejectionReason.MALFORMED,
-            f"the license header cannot be read: {quote(str(error), limit=80)}",
-        ) from None
+    except (jwt.PyJWTError, RecursionError) as error:
+        if isinstance(error, RecursionError) or isinstance(error.__cause__, RecursionError):
+            message = "the license header is nested too deeply to be a license header"
+        else:
+            message = f"the license header cannot be read: {quote(str(error), limit=80)}"
+        raise LicenseRejected(RejectionReason.MALFORMED, message) from None
     if _holds_lone_surrogate(header):
         raise LicenseRejected(
             RejectionReason.MALFORMED,
@@ -158,6 +159,10 @@ def verify_signed(text: str, trusted_keys: Mapping[str, Ed25519PublicKey]) -> Li
     except (ValueError, UnicodeDecodeError):
         raise LicenseRejected(
             RejectionReason.MALFORMED, "the license payload is not JSON"
+        ) from None
+    except RecursionError:
+        raise LicenseRejected(
+            RejectionReason.MALFORMED, "the license payload is nested too deeply to be a license"
         ) from None
     return _license_from_claims(claims, key_id, token)
 
