@@ -419,9 +419,9 @@ class LicensingService:
             now = self.now()
             self._catch_up(now)
             lic = verify_license(text, self._settings.trusted_keys, self.deployment, now)
-            if self._active and self._active.license.token == lic.token:
+            if self._active and self._active.license.fingerprint == lic.fingerprint:
                 return UploadOutcome(lic, False, True, self._standing)
-            if self._pending and self._pending.license.token == lic.token:
+            if self._pending and self._pending.license.fingerprint == lic.fingerprint:
                 return UploadOutcome(lic, True, True, self._standing)
             incoming = InForce(lic, source, now)
             if lic.is_pending(now):
@@ -547,7 +547,7 @@ class LicensingService:
             license=lic,
             ends_at=ends_at,
             pending=pending,
-            already_active=active is not None and active.token == lic.token,
+            already_active=active is not None and active.fingerprint == lic.fingerprint,
             resulting=resulting,
             last_evaluated_day=last.day if last else "",
             last_evaluated_peak_cores=last_peak,

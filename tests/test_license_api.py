@@ -90,6 +90,44 @@ def test_uploading_the_active_license_again_changes_nothing_and_succeeds(
     assert len(harness.running.store.license_history()) == 1
 
 
+def padded(token: str) -> str:
+    """The same license with `=` padding on its 64-byte signature (86 base64url characters)."""
+    assert len(token.rsplit(".", 1)[1]) == 86
+    return token + "=="
+
+
+@pytest.mark.parametrize(
+    "make_text",
+    [
+        lambda v: v.issue(),
+        lambda v: v.issue(serial_number="LIC-RENEWAL", effective_at=START + 10 * DAY),
+    ],
+    ids=["active", "pending"],
+)
+def test_the_same_license_with_a_padded_signature_uploads_unchanged(
+    harness: Harness, vendor: Vendor, make_text: Callable[[Vendor], str]
+) -> None:
+    text = make_text(vendor)
+    first = harness.admin.upload(text)
+    before = status_fingerprint(harness)
+
+    again = harness.admin.upload(padded(text))
+    assert again.unchanged
+    assert again.pending == first.pending
+    assert status_fingerprint(harness) == before
+    assert len(harness.running.store.license_history()) == 1
+
+
+def test_a_padded_copy_of_the_active_license_validates_as_already_active(
+    harness: Harness, vendor: Vendor
+) -> None:
+    text = vendor.issue()
+    harness.admin.upload(text)
+    verdict = harness.admin.validate(padded(text))
+    assert verdict.valid
+    assert verdict.already_active
+
+
 def test_a_pending_license_keeps_the_active_one_in_force_until_its_effective_time(
     harness: Harness, vendor: Vendor
 ) -> None:

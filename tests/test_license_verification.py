@@ -354,3 +354,14 @@ def test_a_license_nested_deeper_than_the_recursion_limit_is_malformed(
     signing_input = f"{b64(header_json.encode())}.{b64(body.encode())}"
     token = f"{signing_input}.{b64(vendor.key.sign(signing_input.encode()))}"
     assert rejection(vendor, token).reason is RejectionReason.MALFORMED
+
+
+def test_padding_on_the_signature_makes_the_same_license(vendor: Vendor) -> None:
+    keys = {vendor.kid: vendor.key.public_key()}
+    text = vendor.issue()
+    padded = text + "=="  # a 64-byte signature is 86 base64url characters, 88 padded
+    lic = verify_license(text, keys, DEPLOYMENT, START)
+    again = verify_license(padded, keys, DEPLOYMENT, START)
+    assert again.fingerprint == lic.fingerprint
+    other = verify_license(vendor.issue(serial_number="LIC-0002"), keys, DEPLOYMENT, START)
+    assert other.fingerprint != lic.fingerprint

@@ -13,10 +13,14 @@ carrying a ``kid`` header. Its claims:
 ``deployment_id``   non-empty string
 ``free_trial``      boolean
 ==================  =========================================================
+
+Two tokens are the same license when they decode to the same bytes: base64url
+padding, which some tools add, makes another text of the same license.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -29,6 +33,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from jwt.utils import base64url_decode
 
 from server.domain.clock import SECONDS_PER_DAY
 from server.domain.refusal import Refused, quote
@@ -80,6 +85,8 @@ class License:
     key_id: str
     # The compact JWS the claims came from, exactly as verified.
     token: str
+    # SHA-256 of the decoded header, payload and signature: equal for every text of this license.
+    fingerprint: str
 
     def ends_at(self, deployment: Deployment) -> float:
         """When the license stops being valid here (a trial: at most 90 days from deployment)."""
@@ -164,7 +171,7 @@ def verify_signed(text: str, trusted_keys: Mapping[str, Ed25519PublicKey]) -> Li
         raise LicenseRejected(
             RejectionReason.MALFORMED, "the license payload is nested too deeply to be a license"
         ) from None
-    return _license_from_claims(claims, key_id, token)
+    return _license_from_claims(claims, key_id, token, _fingerprint(token))
 
 
 def check_applicable(lic: License, deployment: Deployment, now: float) -> None:
@@ -207,7 +214,7 @@ def verify_license(
     return lic
 
 
-def _license_from_claims(claims: Any, key_id: str, token: str) -> License:
+def _license_from_claims(claims: Any, key_id: str, token: str, fingerprint: str) -> License:
     if not isinstance(claims, dict):
         raise LicenseRejected(RejectionReason.MALFORMED, "the license payload is not a JSON object")
     for name, value in claims.items():
@@ -253,6 +260,7 @@ def _license_from_claims(claims: Any, key_id: str, token: str) -> License:
         free_trial=free_trial,
         key_id=key_id,
         token=token,
+        fingerprint=fingerprint,
     )
 
 
@@ -271,6 +279,16 @@ def _holds_lone_surrogate(value: Any) -> bool:
         elif isinstance(item, list):
             stack.extend(item)
     return False
+
+
+def _fingerprint(token: str) -> str:
+    """SHA-256 over the decoded parts of a verified compact JWS, each prefixed by its length."""
+    digest = hashlib.sha256()
+    for segment in token.split("."):
+        part = base64url_decode(segment.rstrip("="))
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
 
 
 def _claim_error(name: str, expected: str) -> LicenseRejected:
