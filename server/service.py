@@ -495,9 +495,10 @@ class LicensingService:
     def _plan(self, lic: License, now: float) -> _Plan:
         active = self._active.license if self._active else None
         pending = self._pending.license if self._pending else None
-        if active is not None and active.token == lic.token:
+        # the same license, however it was encoded, is compared by its decoded content
+        if active is not None and active.fingerprint == lic.fingerprint:
             return _Plan(pending=False, unchanged=True, resulting=self._standing)
-        if pending is not None and pending.token == lic.token:
+        if pending is not None and pending.fingerprint == lic.fingerprint:
             return _Plan(True, True, self._reevaluated(lic, lic.effective_at))
         if lic.is_pending(now):
             return _Plan(True, False, self._reevaluated(lic, lic.effective_at))
@@ -644,7 +645,7 @@ class LicensingService:
 
     def check_write(self, resource_type: str, operation: Operation, feature: str) -> Decision:
         """The decision table, from memory. Raises InvalidWriteCheck for a bad request."""
-        check_request(resource_type)
+        check_request(resource_type, feature)
         decision = self._enforcement.decide(resource_type, operation, feature, self.now())
         if not decision.allowed:
             # repr keeps a caller's newlines from splitting the log line

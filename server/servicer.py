@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -20,6 +18,7 @@ from server.domain.decision import (
 from server.domain.license import Deployment, License
 from server.domain.refusal import Refused
 from server.domain.runtime import RuntimeState
+from server.domain.usage import DEFAULT_HISTORY_DAYS, check_history_request
 from server.errors import abort, refuse
 from server.service import (
     DayRecord,
@@ -30,9 +29,7 @@ from server.service import (
     Status,
 )
 
-MAX_HISTORY_DAYS = 3660
 DECISION_CACHE_SIZE = 64
-DEFAULT_HISTORY_DAYS = 30
 
 STATES = {
     RuntimeState.NORMAL: pb.RUNTIME_STATE_NORMAL,
@@ -298,24 +295,11 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
     def GetUsageHistory(
         self, request: pb.GetUsageHistoryRequest, context: grpc.ServicerContext
     ) -> pb.GetUsageHistoryResponse:
-        if not 0 <= request.days <= MAX_HISTORY_DAYS:
-            abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "INVALID_ARGUMENT",
-                f"days must be 0 (meaning {DEFAULT_HISTORY_DAYS}) to {MAX_HISTORY_DAYS}",
-            )
+        try:
+            check_history_request(request.days, request.day)
+        except Refused as refusal:
+            refuse(context, refusal)
         day = request.day or None
-        if day is not None:
-            try:
-                date.fromisoformat(day)
-            except ValueError:
-                abort(
-                    context,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "INVALID_ARGUMENT",
-                    f"day must be a date, YYYY-MM-DD; got {day!r}",
-                )
         history = self._service.usage_history(
             request.days or DEFAULT_HISTORY_DAYS,
             with_instances=request.include_peak_instances,

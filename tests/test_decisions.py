@@ -27,6 +27,7 @@ LICENSE = License(
     free_trial=False,
     key_id="vendor-test",
     token="not-a-real-token",
+    fingerprint="not-a-real-fingerprint",
 )
 WRITES = [Operation.CREATE, Operation.UPDATE]
 

@@ -608,6 +608,24 @@ def test_a_bad_write_check_is_invalid_argument_with_a_reason(
     assert raised.value.message
 
 
+def test_a_feature_longer_than_128_characters_is_invalid_argument_with_a_short_message(
+    harness: Harness, vendor: Vendor
+) -> None:
+    harness.admin.upload(vendor.issue())
+    at_the_limit = harness.control_plane.check_write("route", Operation.CREATE, "f" * 128)
+    assert at_the_limit.reason == pb.DECISION_REASON_FEATURE_NOT_LICENSED
+    assert len(at_the_limit.message) < 300
+
+    for feature in ("f" * 129, "f" * 100_000):
+        with pytest.raises(LicensingError) as raised:
+            harness.control_plane.check_write("route", Operation.CREATE, feature)
+        assert (raised.value.code, raised.value.reason) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_FEATURE",
+        )
+        assert 0 < len(raised.value.message) < 300
+
+
 @pytest.mark.parametrize(
     ("role", "call"),
     [

@@ -90,6 +90,44 @@ def test_uploading_the_active_license_again_changes_nothing_and_succeeds(
     assert len(harness.running.store.license_history()) == 1
 
 
+def padded(token: str) -> str:
+    """The same license with `=` padding on its 64-byte signature (86 base64url characters)."""
+    assert len(token.rsplit(".", 1)[1]) == 86
+    return token + "=="
+
+
+@pytest.mark.parametrize(
+    "make_text",
+    [
+        lambda v: v.issue(),
+        lambda v: v.issue(serial_number="LIC-RENEWAL", effective_at=START + 10 * DAY),
+    ],
+    ids=["active", "pending"],
+)
+def test_the_same_license_with_a_padded_signature_uploads_unchanged(
+    harness: Harness, vendor: Vendor, make_text: Callable[[Vendor], str]
+) -> None:
+    text = make_text(vendor)
+    first = harness.admin.upload(text)
+    before = status_fingerprint(harness)
+
+    again = harness.admin.upload(padded(text))
+    assert again.unchanged
+    assert again.pending == first.pending
+    assert status_fingerprint(harness) == before
+    assert len(harness.running.store.license_history()) == 1
+
+
+def test_a_padded_copy_of_the_active_license_validates_as_already_active(
+    harness: Harness, vendor: Vendor
+) -> None:
+    text = vendor.issue()
+    harness.admin.upload(text)
+    verdict = harness.admin.validate(padded(text))
+    assert verdict.valid
+    assert verdict.already_active
+
+
 def test_a_pending_license_keeps_the_active_one_in_force_until_its_effective_time(
     harness: Harness, vendor: Vendor
 ) -> None:
@@ -207,6 +245,90 @@ def test_hs256_keyed_with_the_public_key_is_rejected_as_unsupported_algorithm(
     )
 
 
+def _signed(vendor: Vendor, header_json: str, payload_json: str) -> str:
+    """A compact JWS over exactly these header and payload texts, signed by the vendor."""
+    signing_input = f"{_b64(header_json.encode())}.{_b64(payload_json.encode())}"
+    return f"{signing_input}.{_b64(vendor.key.sign(signing_input.encode()))}"
+
+
+# "a short, escaped prefix": far below what a gRPC status message may carry
+SHORT = 300
+# a header value as long as still fits in a license (at most 64 Ki characters)
+LONG = 40_000
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ({"alg": "EdDSA", "kid": "k" * LONG}, "UNKNOWN_KEY"),
+        ({"alg": "A" * LONG, "kid": "vendor-test"}, "UNSUPPORTED_ALGORITHM"),
+        ({"alg": "EdDSA", "kid": "vendor-test", "crit": ["c" * LONG]}, "MALFORMED"),
+    ],
+    ids=["kid", "alg", "crit"],
+)
+def test_a_huge_header_value_is_refused_with_its_reason_and_a_short_message(
+    harness: Harness, vendor: Vendor, header: dict[str, object], reason: str
+) -> None:
+    harness.admin.upload(vendor.issue(serial_number="LIC-IN-FORCE"))
+    before = status_fingerprint(harness)
+    token = _signed(vendor, json.dumps(header), json.dumps(_claims()))
+
+    rejected = upload_rejection(harness, token)
+    assert (rejected.code, rejected.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
+    assert 0 < len(rejected.message) < SHORT
+    verdict = harness.admin.validate(token)
+    assert not verdict.valid
+    assert pb.LicenseRejectionReason.Name(verdict.reason) == "LICENSE_REJECTION_REASON_" + reason
+    assert 0 < len(verdict.message) < SHORT
+    assert status_fingerprint(harness) == before
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"customer": "Soci\udce9t\udce9"},
+        {"features": ["api7-gateway", "api7-\ud800"]},
+    ],
+    ids=["customer", "features"],
+)
+def test_a_lone_surrogate_in_a_license_is_rejected_as_malformed_and_status_still_answers(
+    harness: Harness, vendor: Vendor, overrides: dict[str, object]
+) -> None:
+    harness.admin.upload(vendor.issue(serial_number="LIC-IN-FORCE"))
+    before = status_fingerprint(harness)
+    # json.dumps escapes a lone surrogate as \udce9: valid JSON, but not text
+    token = _signed(
+        vendor,
+        json.dumps({"alg": "EdDSA", "kid": vendor.kid}),
+        json.dumps({**_claims(), **overrides}),
+    )
+
+    rejected = upload_rejection(harness, token)
+    assert (rejected.code, rejected.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED")
+    verdict = harness.admin.validate(token)
+    assert (verdict.valid, verdict.reason) == (False, pb.LICENSE_REJECTION_REASON_MALFORMED)
+    assert status_fingerprint(harness) == before
+
+
+@pytest.mark.parametrize("part", ["payload", "header"])
+def test_a_license_nested_deeper_than_the_recursion_limit_is_rejected_as_malformed(
+    harness: Harness, vendor: Vendor, part: str
+) -> None:
+    header = json.dumps({"alg": "EdDSA", "kid": vendor.kid})
+    payload = json.dumps(_claims())
+    deep = ', "x": ' + "[" * 20_000 + "]" * 20_000 + "}"
+    if part == "header":
+        header = header[:-1] + deep
+    else:
+        payload = payload[:-1] + deep
+    token = _signed(vendor, header, payload)
+
+    rejected = upload_rejection(harness, token)
+    assert (rejected.code, rejected.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED")
+    verdict = harness.admin.validate(token)
+    assert (verdict.valid, verdict.reason) == (False, pb.LICENSE_REJECTION_REASON_MALFORMED)
+
+
 def test_a_free_trial_for_a_deployment_older_than_90_days_is_rejected_as_expired(
     harness: Harness, vendor: Vendor
 ) -> None:
@@ -233,6 +355,32 @@ def test_a_free_trial_ends_90_days_after_deployment_in_status(
     decision = harness.control_plane.check_write("route", Operation.CREATE)
     assert not decision.allowed
     assert decision.reason == pb.DECISION_REASON_LICENSE_EXPIRED
+
+
+def test_a_trial_that_ends_before_it_begins_is_rejected_as_expired(
+    harness: Harness, vendor: Vendor
+) -> None:
+    harness.admin.upload(vendor.issue(serial_number="LIC-PAID"))
+    before = status_fingerprint(harness)
+    # effective after deployment + 90 days: it would be pending, and then never in force
+    trial = vendor.issue(
+        serial_number="TRIAL-LATE",
+        free_trial=True,
+        effective_at=START + 100 * DAY,
+        expires_at=START + 200 * DAY,
+    )
+
+    verdict = harness.admin.validate(trial)
+    assert (verdict.valid, verdict.reason) == (False, pb.LICENSE_REJECTION_REASON_EXPIRED)
+    assert "never" in verdict.message
+    rejected = upload_rejection(harness, trial)
+    assert (rejected.code, rejected.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "EXPIRED")
+    assert rejected.message == verdict.message
+    assert status_fingerprint(harness) == before
+
+    harness.advance_to(START + 100 * DAY)
+    decision = harness.control_plane.check_write("route", Operation.CREATE)
+    assert (decision.allowed, decision.license_serial_number) == (True, "LIC-PAID")
 
 
 def test_validate_returns_the_rejection_as_data_and_changes_nothing(
@@ -461,6 +609,19 @@ def test_the_expiry_warning_window_is_configurable(
     [warning] = harness.control_plane.check_write("route", Operation.READ).warnings
     assert warning.kind == pb.WARNING_KIND_LICENSE_EXPIRING
     assert "in 50 days" in warning.message
+
+
+def test_a_long_day_in_usage_history_is_invalid_argument_with_a_short_message(
+    harness: Harness,
+) -> None:
+    with pytest.raises(LicensingError) as raised:
+        harness.control_plane.usage_history(day="2027-01-01" + "x" * 100_000)
+    assert (raised.value.code, raised.value.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )
+    assert 0 < len(raised.value.message) < SHORT
+    assert "100010 characters" in raised.value.message
 
 
 def test_usage_history_returns_peak_instances_only_when_asked(

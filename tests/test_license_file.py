@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import START, Harness, Vendor, harness_for, server_config
+from conftest import DAY, START, Harness, Vendor, harness_for, server_config
 from licensing.client import Operation
 from licensing.v1 import licensing_pb2 as pb
 
@@ -323,6 +323,28 @@ def test_a_deleted_file_coming_back_unchanged_is_not_re_applied(
     status = harness.admin.status()
     assert status.license.serial_number == "LIC-UPLOAD"
     assert status.license_file.last_error == ""
+
+
+def test_a_trial_in_the_file_that_ends_before_it_begins_is_rejected_as_expired(
+    tmp_path: Path, vendor: Vendor, make_harness: Callable[..., Harness]
+) -> None:
+    license_path, harness = serve_file(tmp_path, make_harness, vendor.issue())
+
+    write_atomically(
+        license_path,
+        vendor.issue(
+            serial_number="TRIAL-LATE",
+            free_trial=True,
+            effective_at=START + 90 * DAY,
+            expires_at=START + 120 * DAY,
+        ),
+    )
+    watcher_of(harness).poll_once()
+    status = harness.admin.status()
+    assert status.license.serial_number == "LIC-0001"
+    assert not status.HasField("pending_license")
+    assert status.license_file.last_error_reason == pb.ERROR_REASON_EXPIRED
+    assert "never" in status.license_file.last_error
 
 
 def test_a_license_in_the_file_that_is_not_yet_effective_waits_as_pending(

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import sys
 from typing import Any
 
 import jwt
@@ -271,3 +272,96 @@ def test_several_trusted_keys_verify_side_by_side(vendor: Vendor) -> None:
     )
     assert verify_license(old, keys, DEPLOYMENT, START).key_id == vendor.kid
     assert verify_license(new, keys, DEPLOYMENT, START).key_id == "vendor-2028"
+
+
+@pytest.mark.parametrize("effective_day", [90, 120])
+def test_a_trial_that_ends_on_or_before_its_effective_date_is_rejected_as_expired(
+    vendor: Vendor, effective_day: int
+) -> None:
+    # a trial ends at most 90 days after the deployment date, so this one never begins
+    text = vendor.issue(
+        free_trial=True,
+        effective_at=START + effective_day * DAY,
+        expires_at=START + 365 * DAY,
+    )
+    found = rejection(vendor, text)
+    assert found.reason is RejectionReason.EXPIRED
+    assert "never" in found.message
+    assert "90 days" in found.message
+
+
+def test_a_pending_trial_with_time_left_after_its_effective_date_is_accepted(
+    vendor: Vendor,
+) -> None:
+    text = vendor.issue(
+        free_trial=True, effective_at=START + 89 * DAY, expires_at=START + 365 * DAY
+    )
+    lic = verify_license(text, {vendor.kid: vendor.key.public_key()}, DEPLOYMENT, START)
+    assert lic.is_pending(START)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("serial_number", "LIC-\ud800"),
+        ("customer", "Soci\udce9t\udce9"),
+        ("deployment_id", DEPLOYMENT_ID + "\udfff"),
+        ("features", ["api7-gateway", "api7-\udc80"]),
+        ("note", {"\ud800": "a claim the server does not use"}),
+    ],
+    ids=["serial_number", "customer", "deployment_id", "features", "unused-claim"],
+)
+def test_a_lone_surrogate_in_a_signed_claim_is_malformed(
+    vendor: Vendor, name: str, value: Any
+) -> None:
+    # JSON can escape half a UTF-16 pair ("\ud800"): text no UTF-8 answer can carry
+    found = rejection(vendor, sign_raw(vendor, claims(**{name: value})))
+    assert found.reason is RejectionReason.MALFORMED
+    assert name in found.message
+    found.message.encode()  # the message itself is sendable
+
+
+def test_a_lone_surrogate_in_the_header_is_malformed(vendor: Vendor) -> None:
+    token = sign_raw(vendor, claims(), {"kid": vendor.kid, "typ": "JWT\ud800"})
+    found = rejection(vendor, token)
+    assert found.reason is RejectionReason.MALFORMED
+    found.message.encode()
+
+
+def test_the_issuer_refuses_to_sign_text_that_is_not_unicode(vendor: Vendor) -> None:
+    with pytest.raises(LicenseRejected) as raised:
+        vendor.issue(customer="Soci\udce9t\udce9")
+    assert raised.value.reason is RejectionReason.MALFORMED
+    assert "customer" in raised.value.message
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("part", ["payload", "header"])
+def test_a_license_nested_deeper_than_the_recursion_limit_is_malformed(
+    vendor: Vendor, part: str
+) -> None:
+    deep = nested(max(20_000, 2 * sys.getrecursionlimit()))
+    header = {"alg": "EdDSA", "kid": vendor.kid}
+    body = json.dumps(claims())
+    if part == "header":
+        header_json = json.dumps(header)[:-1] + f', "x": {deep}}}'
+    else:
+        header_json = json.dumps(header)
+        body = body[:-1] + f', "x": {deep}}}'
+    signing_input = f"{b64(header_json.encode())}.{b64(body.encode())}"
+    token = f"{signing_input}.{b64(vendor.key.sign(signing_input.encode()))}"
+    assert rejection(vendor, token).reason is RejectionReason.MALFORMED
+
+
+def test_padding_on_the_signature_makes_the_same_license(vendor: Vendor) -> None:
+    keys = {vendor.kid: vendor.key.public_key()}
+    text = vendor.issue()
+    padded = text + "=="  # a 64-byte signature is 86 base64url characters, 88 padded
+    lic = verify_license(text, keys, DEPLOYMENT, START)
+    again = verify_license(padded, keys, DEPLOYMENT, START)
+    assert again.fingerprint == lic.fingerprint
+    other = verify_license(vendor.issue(serial_number="LIC-0002"), keys, DEPLOYMENT, START)
+    assert other.fingerprint != lic.fingerprint

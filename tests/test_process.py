@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from licensing.v1 import licensing_pb2 as pb
 from server.app import DEV_KEY_DIR, DEV_KEY_ID, StartupError, start_server
 from server.config import load_config
 from server.domain.clock import ManualClock
-from server.domain.license import load_private_key
+from server.domain.license import load_private_key, private_key_pem
 
 
 def current_license(vendor: Vendor, **overrides: object) -> str:
@@ -224,6 +225,47 @@ def test_license_vendor_refuses_to_issue_a_malformed_license(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "MALFORMED" in result.stderr
     assert result.stdout == ""
+
+
+def test_license_vendor_refuses_to_issue_from_arguments_that_are_not_utf8(
+    tmp_path: Path, vendor: Vendor
+) -> None:
+    key_path = tmp_path / "vendor.private.pem"
+    key_path.write_bytes(private_key_pem(vendor.key))
+    # a Latin-1 terminal: Python reads the bytes as lone surrogates ("Soci\udce9t\udce9")
+    args: list[str | bytes] = [
+        sys.executable,
+        "-m",
+        "server.vendor",
+        "issue",
+        "--key",
+        str(key_path),
+        "--kid",
+        vendor.kid,
+        "--serial",
+        "S",
+        "--customer",
+        "Société".encode("latin-1"),
+        "--effective",
+        "2027-01-01",
+        "--expires",
+        "2028-01-01",
+        "--max-dp-cores",
+        "4",
+        "--deployment-id",
+        "d",
+    ]
+    result = subprocess.run(
+        args,
+        capture_output=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONUTF8="1"),
+    )
+    assert result.returncode == 2
+    stderr = result.stderr.decode()
+    assert "MALFORMED" in stderr
+    assert "customer" in stderr
+    assert result.stdout == b""
 
 
 def test_tls_from_configuration_serves_over_tls_only(

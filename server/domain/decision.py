@@ -13,11 +13,12 @@ from enum import Enum, StrEnum
 
 from server.domain.clock import SECONDS_PER_DAY
 from server.domain.license import License, iso_time
-from server.domain.refusal import Refused
+from server.domain.refusal import Refused, quote
 from server.domain.runtime import RuntimeState, Standing
 
 LICENSE_RESOURCE = "license"
 MAX_RESOURCE_TYPE_CHARS = 128
+MAX_FEATURE_CHARS = 128
 
 
 class Operation(Enum):
@@ -70,11 +71,18 @@ class InvalidWriteCheck(Refused):
     pass
 
 
-def check_request(resource_type: str) -> None:
+def check_request(resource_type: str, feature: str) -> None:
+    """A write check names a resource type and at most a short feature; nothing unbounded."""
     if not resource_type or len(resource_type) > MAX_RESOURCE_TYPE_CHARS:
         raise InvalidWriteCheck(
             "INVALID_RESOURCE_TYPE",
             f"resource_type must be 1 to {MAX_RESOURCE_TYPE_CHARS} characters, e.g. 'route'",
+        )
+    if len(feature) > MAX_FEATURE_CHARS:
+        raise InvalidWriteCheck(
+            "INVALID_FEATURE",
+            f"feature must be at most {MAX_FEATURE_CHARS} characters (or empty for none); "
+            f"got {len(feature)}",
         )
 
 
@@ -254,10 +262,11 @@ class Enforcement:
                 now,
             )
         elif feature and feature not in self.features:
+            licensed = ", ".join(sorted(self.features)) or "none"
             return self._denied(
                 DecisionReason.FEATURE_NOT_LICENSED,
-                f"{resource_type} needs feature {feature!r}, which license {self.serial_number} "
-                f"does not include (it has: {', '.join(sorted(self.features)) or 'none'})",
+                f"{resource_type} needs feature {quote(feature)}, which license "
+                f"{self.serial_number} does not include (it has: {licensed})",
                 now,
             )
         elif self.standing.state is RuntimeState.RESTRICTED:

@@ -13,12 +13,17 @@ carrying a ``kid`` header. Its claims:
 ``deployment_id``   non-empty string
 ``free_trial``      boolean
 ==================  =========================================================
+
+Two tokens are the same license when they decode to the same bytes: base64url
+padding, which some tools add, makes another text of the same license.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,15 +33,18 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from jwt.utils import base64url_decode
 
 from server.domain.clock import SECONDS_PER_DAY
-from server.domain.refusal import Refused
+from server.domain.refusal import Refused, quote
 
 ALGORITHM = "EdDSA"
 TRIAL_DAYS = 90
 MAX_INT32 = 2**31 - 1
 # A real license is well under 2 KiB; anything far larger is not one.
 MAX_LICENSE_CHARS = 64 * 1024
+# Half of a UTF-16 pair: JSON may escape one ("\ud800"), but it is not text UTF-8 can carry.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class RejectionReason(StrEnum):
@@ -77,6 +85,8 @@ class License:
     key_id: str
     # The compact JWS the claims came from, exactly as verified.
     token: str
+    # SHA-256 of the decoded header, payload and signature: equal for every text of this license.
+    fingerprint: str
 
     def ends_at(self, deployment: Deployment) -> float:
         """When the license stops being valid here (a trial: at most 90 days from deployment)."""
@@ -111,23 +121,31 @@ def verify_signed(text: str, trusted_keys: Mapping[str, Ed25519PublicKey]) -> Li
         )
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as error:
+    except (jwt.PyJWTError, RecursionError) as error:
+        if isinstance(error, RecursionError) or isinstance(error.__cause__, RecursionError):
+            message = "the license header is nested too deeply to be a license header"
+        else:
+            message = f"the license header cannot be read: {quote(str(error), limit=80)}"
+        raise LicenseRejected(RejectionReason.MALFORMED, message) from None
+    if _holds_lone_surrogate(header):
         raise LicenseRejected(
-            RejectionReason.MALFORMED, f"the license header cannot be read: {error}"
-        ) from None
+            RejectionReason.MALFORMED,
+            "the license header is not valid Unicode text: it holds half of a UTF-16 pair",
+        )
     algorithm = header.get("alg")
     if algorithm != ALGORITHM:
         raise LicenseRejected(
             RejectionReason.UNSUPPORTED_ALGORITHM,
-            f"the license is signed with {algorithm!r}; only {ALGORITHM} (Ed25519) is accepted",
+            f"the license is signed with {quote(algorithm)}; only {ALGORITHM} (Ed25519) is "
+            "accepted",
         )
     key_id = header.get("kid")
     if not isinstance(key_id, str) or key_id not in trusted_keys:
         known = ", ".join(sorted(trusted_keys)) or "none"
         raise LicenseRejected(
             RejectionReason.UNKNOWN_KEY,
-            f"the license is signed with key id {key_id!r}, which this server does not trust "
-            f"(trusted: {known})",
+            f"the license is signed with key id {quote(key_id)}, which this server does not "
+            f"trust (trusted: {known})",
         )
     try:
         decoded = jwt.api_jws.PyJWS().decode_complete(
@@ -136,11 +154,12 @@ def verify_signed(text: str, trusted_keys: Mapping[str, Ed25519PublicKey]) -> Li
     except jwt.InvalidSignatureError:
         raise LicenseRejected(
             RejectionReason.BAD_SIGNATURE,
-            f"the license signature does not verify with trusted key {key_id!r}",
+            f"the license signature does not verify with trusted key {quote(key_id)}",
         ) from None
     except jwt.PyJWTError as error:
         raise LicenseRejected(
-            RejectionReason.MALFORMED, f"the license cannot be decoded: {error}"
+            RejectionReason.MALFORMED,
+            f"the license cannot be decoded: {quote(str(error), limit=80)}",
         ) from None
     try:
         claims = json.loads(decoded["payload"])
@@ -148,7 +167,11 @@ def verify_signed(text: str, trusted_keys: Mapping[str, Ed25519PublicKey]) -> Li
         raise LicenseRejected(
             RejectionReason.MALFORMED, "the license payload is not JSON"
         ) from None
-    return _license_from_claims(claims, key_id, token)
+    except RecursionError:
+        raise LicenseRejected(
+            RejectionReason.MALFORMED, "the license payload is nested too deeply to be a license"
+        ) from None
+    return _license_from_claims(claims, key_id, token, _fingerprint(token))
 
 
 def check_applicable(lic: License, deployment: Deployment, now: float) -> None:
@@ -156,10 +179,18 @@ def check_applicable(lic: License, deployment: Deployment, now: float) -> None:
     if lic.deployment_id != deployment.deployment_id:
         raise LicenseRejected(
             RejectionReason.DEPLOYMENT_MISMATCH,
-            f"the license is for deployment {lic.deployment_id!r}, this is deployment "
+            f"the license is for deployment {quote(lic.deployment_id)}, this is deployment "
             f"{deployment.deployment_id!r}",
         )
     ends_at = lic.ends_at(deployment)
+    if lic.free_trial and ends_at <= lic.effective_at:
+        # pending or not: it would wait, then take over already ended
+        raise LicenseRejected(
+            RejectionReason.EXPIRED,
+            f"the free trial can never be in force: it takes effect {iso_time(lic.effective_at)}, "
+            f"but a trial lasts at most {TRIAL_DAYS} days from the deployment date, until "
+            f"{iso_time(ends_at)}",
+        )
     if now >= ends_at:
         if lic.free_trial and ends_at < lic.expires_at:
             message = (
@@ -183,9 +214,16 @@ def verify_license(
     return lic
 
 
-def _license_from_claims(claims: Any, key_id: str, token: str) -> License:
+def _license_from_claims(claims: Any, key_id: str, token: str, fingerprint: str) -> License:
     if not isinstance(claims, dict):
         raise LicenseRejected(RejectionReason.MALFORMED, "the license payload is not a JSON object")
+    for name, value in claims.items():
+        if _holds_lone_surrogate(name) or _holds_lone_surrogate(value):
+            raise LicenseRejected(
+                RejectionReason.MALFORMED,
+                f"claim {quote(name)} is not valid Unicode text: it holds half of a UTF-16 "
+                "pair (text read from a terminal or file that is not UTF-8?)",
+            )
     serial_number = _text_claim(claims, "serial_number")
     customer = _text_claim(claims, "customer")
     deployment_id = _text_claim(claims, "deployment_id")
@@ -222,7 +260,35 @@ def _license_from_claims(claims: Any, key_id: str, token: str) -> License:
         free_trial=free_trial,
         key_id=key_id,
         token=token,
+        fingerprint=fingerprint,
     )
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    """Whether any string or object key in a parsed JSON value holds half a UTF-16 pair."""
+    # a loop, not recursion: the value may be nested nearly as deep as the parser allows
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _fingerprint(token: str) -> str:
+    """SHA-256 over the decoded parts of a verified compact JWS, each prefixed by its length."""
+    digest = hashlib.sha256()
+    for segment in token.split("."):
+        part = base64url_decode(segment.rstrip("="))
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
 
 
 def _claim_error(name: str, expected: str) -> LicenseRejected:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 
-from server.domain.refusal import Refused
+from server.domain.refusal import Refused, quote
 
 INSTANCE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 MAX_CORES = 4096
+DEFAULT_HISTORY_DAYS = 30
+MAX_HISTORY_DAYS = 3660
 
 
 class UsageRejected(Refused):
@@ -36,6 +39,22 @@ def check_report(instance_id: str, cores: int, stopping: bool) -> None:
             "INVALID_CORES",
             f"cores must be 1 to {MAX_CORES} (or 0 together with stopping); got {cores}",
         )
+
+
+def check_history_request(days: int, day: str) -> None:
+    """Usage history: how many days back (0 for the default), or one day by its date."""
+    if not 0 <= days <= MAX_HISTORY_DAYS:
+        raise Refused(
+            "INVALID_ARGUMENT",
+            f"days must be 0 (meaning {DEFAULT_HISTORY_DAYS}) to {MAX_HISTORY_DAYS}; got {days}",
+        )
+    if day:
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            raise Refused(
+                "INVALID_ARGUMENT", f"day must be a date, YYYY-MM-DD; got {quote(day)}"
+            ) from None
 
 
 # (interval_id, instance_id, cores, started_at, last_seen_at, ended_at): one stored row.

@@ -98,6 +98,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """LicenseFileStatus only: the license file exists but cannot be read
     (permissions, a directory, an I/O error).
     """
+    ERROR_REASON_INVALID_FEATURE: _ErrorReason.ValueType  # 17
+    """CheckWrite: feature is longer than 128 characters."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists every reason an error's google.rpc.ErrorInfo can carry.
@@ -143,6 +145,8 @@ ERROR_REASON_LICENSE_FILE_UNREADABLE: ErrorReason.ValueType  # 16
 """LicenseFileStatus only: the license file exists but cannot be read
 (permissions, a directory, an I/O error).
 """
+ERROR_REASON_INVALID_FEATURE: ErrorReason.ValueType  # 17
+"""CheckWrite: feature is longer than 128 characters."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _LicenseRejectionReason:
@@ -851,7 +855,7 @@ class CheckWriteRequest(_message.Message):
     operation: Global___Operation.ValueType
     feature: _builtins.str
     """A licensed feature the resource needs, e.g. "api7-portal"; empty when
-    none.
+    none. At most 128 characters.
     """
     def __init__(
         self,
