@@ -397,7 +397,7 @@ class LicensingService:
     def now(self) -> float:
         """Service time: the wall clock, never behind the latest time seen (see ServiceTime)."""
         now = self._time.now()
-        wall = self._time.wall()
+        wall = self._time.last_wall
         watch = self._clock_watch
         if wall < now - CLOCK_STEP_TOLERANCE:
             if not watch.behind:
@@ -729,7 +729,7 @@ class LicensingService:
             live_instances=count,
             last_evaluation=self._last_evaluation,
             clock=ClockReading(
-                self._time.wall(),
+                self._time.last_wall,
                 now,
                 watch.moved_back,
                 watch.last_step,

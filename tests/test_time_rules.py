@@ -175,6 +175,23 @@ def test_a_day_the_server_was_down_cannot_clear_an_overage(
     assert [d.observed for d in days.values()] == [True] * 3 + [False] + [True] * 4
 
 
+def test_a_day_the_host_was_suspended_through_is_not_observed(
+    harness: Harness, vendor: Vendor
+) -> None:
+    harness.admin.upload(vendor.issue(max_dp_cores=QUOTA))
+    use_on_day(harness, 0)
+    use_on_day(harness, 1)
+    # the host sleeps from the start of day 2 until day 3: the wall clock jumps, the
+    # monotonic clock does not
+    harness.advance_to(day(2) + 60)
+    harness.clock.step(day(3) + 60)
+    harness.service.tick()
+    days = {d.day: d for d in evaluated_days(harness)}
+    asleep = days["2027-01-03"]
+    assert (asleep.observed, asleep.observed_duration.ToSeconds()) == (False, 60)
+    assert asleep.state_after == pb.RUNTIME_STATE_DP_CORE_EXCEEDED
+
+
 def test_stopping_the_server_one_day_a_week_does_not_keep_an_overage_from_restriction(
     make_harness: Callable[..., Harness], vendor: Vendor
 ) -> None:

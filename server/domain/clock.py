@@ -86,6 +86,8 @@ class ServiceTime:
         self._clock = clock
         self._lock = threading.Lock()
         wall = clock.now()
+        # the wall clock as the latest reading saw it
+        self.last_wall = wall
         self._last = max(wall, high_water_at)
         self._last_monotonic = clock.monotonic()
         self.span_started_at = self._last
@@ -102,10 +104,8 @@ class ServiceTime:
                 self.span_started_at = wall
             self._last = now = max(wall, moved)
             self._last_monotonic = monotonic
+            self.last_wall = wall
         return now
-
-    def wall(self) -> float:
-        return self._clock.now()
 
     def take_closed_spans(self) -> list[tuple[float, float]]:
         with self._lock:
