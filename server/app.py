@@ -82,11 +82,23 @@ def trusted_keys(config: Config) -> dict[str, Ed25519PublicKey]:
 
 
 def tokens(config: Config) -> dict[Role, list[str]]:
-    return {
+    """Each role's bearer tokens; a token may have one role only."""
+    by_role = {
         Role.ADMIN: config.admin_token,
         Role.GATEWAY: config.gateway_token,
         Role.CONTROL_PLANE: config.control_plane_token,
     }
+    role_of: dict[str, Role] = {}
+    for role, values in by_role.items():
+        for token in values:
+            first = role_of.setdefault(token, role)
+            if first is not role:
+                # a caller holding it would get one of the two roles, silently
+                raise StartupError(
+                    f"one token is configured for two roles, {first} and {role}: give each "
+                    "role its own tokens"
+                )
+    return by_role
 
 
 @dataclass
