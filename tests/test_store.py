@@ -92,11 +92,14 @@ def refused_start(data_dir: Path, vendor: Vendor) -> str:
     return result.stderr
 
 
+@pytest.mark.parametrize("first_start_done", [False, True], ids=["empty", "after-first-start"])
 def test_a_read_only_data_directory_is_named_not_blamed_on_another_server(
-    tmp_path: Path, vendor: Vendor
+    tmp_path: Path, vendor: Vendor, first_start_done: bool
 ) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
+    if first_start_done:
+        Store(data_dir).close()
     data_dir.chmod(0o555)
     try:
         said = refused_start(data_dir, vendor)
@@ -105,20 +108,6 @@ def test_a_read_only_data_directory_is_named_not_blamed_on_another_server(
     assert f"the data directory {data_dir} is not writable: Permission denied" in said
     assert "another server" not in said
     assert "Traceback" not in said
-
-
-def test_a_data_directory_made_read_only_after_its_first_start_is_named(
-    tmp_path: Path, vendor: Vendor
-) -> None:
-    data_dir = tmp_path / "data"
-    Store(data_dir).close()
-    data_dir.chmod(0o555)
-    try:
-        said = refused_start(data_dir, vendor)
-    finally:
-        data_dir.chmod(0o755)
-    assert f"the data directory {data_dir} is not writable: Permission denied" in said
-    assert "another server" not in said
 
 
 def test_a_database_file_that_cannot_be_written_is_named(tmp_path: Path, vendor: Vendor) -> None:
