@@ -24,6 +24,7 @@ from licensing.v1 import licensing_pb2, licensing_pb2_grpc
 from server.auth import BearerTokenAuth, Role
 from server.config import Config, ConfigError, is_loopback, load_config
 from server.domain.clock import Clock, SystemClock
+from server.domain.deployment import DeploymentRefused
 from server.domain.license import load_public_key, private_key_pem, public_key_pem
 from server.evaluator import Evaluator
 from server.license_file import LicenseFileWatcher
@@ -191,6 +192,7 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
             ServiceSettings(
                 trusted_keys=keys,
                 deployment_id=config.deployment_id,
+                deployment_time=config.deployment_date,
                 timezone=config.timezone,
                 instance_ttl=config.instance_ttl,
                 expiry_warning_days=config.expiry_warning_days,
@@ -200,7 +202,7 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
         )
         # days missed while the service was down are evaluated before it answers anything
         service.tick()
-    except (StoreError, ConfigurationError) as error:
+    except (StoreError, ConfigurationError, DeploymentRefused) as error:
         server.stop(None)
         # let go of the data directory, which the store holds exclusively
         store.close()
