@@ -167,7 +167,9 @@ def _why_it_cannot_open(data_dir: Path, path: Path, error: sqlite3.Error) -> str
     The database file is never opened here: closing any descriptor of it would drop the
     locks this process holds on it, should another store in this process have it open.
     """
-    if error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+    # the primary result code; an error the driver raised itself has none
+    code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         return (
             "the database is locked by another process "
             "(is another server using this data directory?)"

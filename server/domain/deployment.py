@@ -48,9 +48,9 @@ def first_deployment(
         if pinned_time is None:
             raise DeploymentRefused(
                 f"the data directory holds no deployment and only the deployment ID "
-                f"{pinned_id!r} is pinned: pin the deployment date too, {PIN_THE_DATE}, as "
-                "GetStatus showed it, so that an emptied data directory cannot start a new "
-                "free trial"
+                f"{pinned_id!r} is pinned: pin the deployment date too, {PIN_THE_DATE}, the one "
+                "GetStatus shows for this deployment (or now, for a new one), so that an "
+                "emptied data directory cannot start a new free trial"
             )
         if pinned_time > now:
             raise DeploymentRefused(
@@ -62,8 +62,8 @@ def first_deployment(
     if now < released_at:
         raise DeploymentRefused(
             f"the clock reads {iso_time(now)}, before this version's release on "
-            f"{_day(released_at)}: a first start would fix that as the deployment date and end "
-            "every free trial at once; set the system clock right and start again"
+            f"{_day(released_at)}: a first start would fix that as the deployment date and "
+            "reject every free trial; set the system clock right and start again"
         )
     return Deployment(str(uuid.uuid4()), now)
 
