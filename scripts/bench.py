@@ -427,7 +427,11 @@ def _sim_service(data_dir: Path, key_dir: Path, clock: Any) -> tuple[Any, Any]:
     from server.store import Store
 
     public = load_public_key((key_dir / f"{KEY_ID}.public.pem").read_bytes())
-    settings = ServiceSettings(trusted_keys={KEY_ID: public}, deployment_id=DEPLOYMENT_ID)
+    settings = ServiceSettings(
+        trusted_keys={KEY_ID: public},
+        deployment_id=DEPLOYMENT_ID,
+        deployment_time=SIM_DAY_START,
+    )
     store = Store(data_dir)
     return LicensingService(store, clock, settings), store
 
@@ -741,6 +745,8 @@ class Bench:
         """Our server with a signed license installed; returns one real response per method."""
         from licensing.client import LicensingClient, Operation
 
+        from server.domain.license import iso_time
+
         key_dir = self.workdir / "vendor-keys"
         license_text, public_path = bench_license(key_dir, time.time(), "BENCH-0001")
         env = dict(os.environ)
@@ -765,6 +771,8 @@ class Bench:
                 f"{KEY_ID}={public_path}",
                 "--deployment-id",
                 DEPLOYMENT_ID,
+                "--deployment-date",
+                iso_time(time.time()),
                 "--instance-ttl",
                 str(BENCH_INSTANCE_TTL),
                 "--log-level",

@@ -37,12 +37,13 @@ from licensing.v1 import licensing_pb2 as pb
 from server.app import RunningServer, run_server
 from server.config import load_config
 from server.domain.clock import SECONDS_PER_DAY, ManualClock
-from server.domain.license import issue_license, public_key_pem
+from server.domain.license import iso_time, issue_license, public_key_pem
 
 DAY = SECONDS_PER_DAY
 HOUR = 3600.0
 # day 0 of the simulation: the deployment is made at 08:00 UTC
 DAY_0 = datetime(2027, 3, 1, tzinfo=UTC).timestamp()
+DEPLOYED_AT = DAY_0 + 8 * HOUR
 DAYS = 12
 DEPLOYMENT_ID = "simulated-deployment"
 KEY_ID = "vendor-sim"
@@ -222,6 +223,8 @@ def simulated_server(data_dir: Path, vendor: Vendor, clock: ManualClock) -> Iter
             f"{KEY_ID}={key_path}",
             "--deployment-id",
             DEPLOYMENT_ID,
+            "--deployment-date",
+            iso_time(DEPLOYED_AT),
             # the simulation drives the evaluator itself as it moves the clock
             "--evaluation-interval",
             "30",
@@ -250,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         format="    server: %(message)s",
     )
     vendor = Vendor()
-    clock = ManualClock(DAY_0 + 8 * HOUR)
+    clock = ManualClock(DEPLOYED_AT)
     with (
         tempfile.TemporaryDirectory(prefix="licensing-sim-") as tmp,
         simulated_server(Path(tmp), vendor, clock) as simulation,

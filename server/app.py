@@ -24,11 +24,12 @@ from licensing.v1 import licensing_pb2, licensing_pb2_grpc
 from server.auth import BearerTokenAuth, Role
 from server.config import Config, ConfigError, is_loopback, load_config
 from server.domain.clock import Clock, SystemClock
+from server.domain.deployment import DeploymentRefused
 from server.domain.license import load_public_key, private_key_pem, public_key_pem
 from server.evaluator import Evaluator
 from server.license_file import LicenseFileWatcher
 from server.metrics import Metrics
-from server.service import ConfigurationError, LicensingService, ServiceSettings
+from server.service import LicensingService, ServiceSettings
 from server.servicer import LicenseServicer
 from server.store import Store, StoreError
 
@@ -82,11 +83,23 @@ def trusted_keys(config: Config) -> dict[str, Ed25519PublicKey]:
 
 
 def tokens(config: Config) -> dict[Role, list[str]]:
-    return {
+    """Each role's bearer tokens; a token may have one role only."""
+    by_role = {
         Role.ADMIN: config.admin_token,
         Role.GATEWAY: config.gateway_token,
         Role.CONTROL_PLANE: config.control_plane_token,
     }
+    role_of: dict[str, Role] = {}
+    for role, values in by_role.items():
+        for token in values:
+            first = role_of.setdefault(token, role)
+            if first is not role:
+                # a caller holding it would get one of the two roles, silently
+                raise StartupError(
+                    f"one token is configured for two roles, {first} and {role}: give each "
+                    "role its own tokens"
+                )
+    return by_role
 
 
 @dataclass
@@ -179,8 +192,10 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
             ServiceSettings(
                 trusted_keys=keys,
                 deployment_id=config.deployment_id,
+                deployment_time=config.deployment_date,
                 timezone=config.timezone,
                 instance_ttl=config.instance_ttl,
+                observed_share=config.observed_day_share,
                 expiry_warning_days=config.expiry_warning_days,
                 report_interval=config.report_interval,
                 development_mode=config.dev,
@@ -188,7 +203,7 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
         )
         # days missed while the service was down are evaluated before it answers anything
         service.tick()
-    except (StoreError, ConfigurationError) as error:
+    except (StoreError, DeploymentRefused) as error:
         server.stop(None)
         # let go of the data directory, which the store holds exclusively
         store.close()

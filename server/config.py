@@ -12,9 +12,12 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from server.domain.license import iso_time
 
 ENV_PREFIX = "LICENSING_"
 
@@ -53,6 +56,13 @@ def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return convert
 
 
+def _share(value: Any) -> float:
+    share = float(value)
+    if not 0 < share <= 1:
+        raise ValueError(f"must be more than 0 and at most 1, got {value!r}")
+    return share
+
+
 def _timezone(value: Any) -> str:
     try:
         ZoneInfo(str(value))
@@ -65,6 +75,24 @@ def _optional_str(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+def _optional_instant(value: Any) -> float | None:
+    """An ISO 8601 date or date-time (or a TOML one) in seconds; UTC unless it says otherwise."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 date or date-time: {value!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
 @dataclass(frozen=True)
 class Option:
     name: str
@@ -75,6 +103,8 @@ class Option:
     repeatable: bool = False
     flag: bool = False
     secret: bool = False
+    # how the effective configuration shows a set value, when not as it is
+    shown: Callable[[Any], Any] | None = None
 
 
 OPTIONS: list[Option] = [
@@ -89,7 +119,20 @@ OPTIONS: list[Option] = [
         repeatable=True,
     ),
     Option(
-        "deployment_id", _optional_str, None, "pin the deployment ID instead of making one", "ID"
+        "deployment_id",
+        _optional_str,
+        None,
+        "pin the deployment ID instead of making one (with --deployment-date)",
+        "ID",
+    ),
+    Option(
+        "deployment_date",
+        _optional_instant,
+        None,
+        "pin the deployment date with the deployment ID: an ISO 8601 date or date-time, UTC "
+        "unless it says otherwise",
+        "DATE",
+        shown=iso_time,
     ),
     Option("tls_cert", _optional_str, None, "TLS certificate chain (PEM)", "PATH"),
     Option("tls_key", _optional_str, None, "TLS private key (PEM)", "PATH"),
@@ -114,6 +157,13 @@ OPTIONS: list[Option] = [
         30.0,
         "seconds an instance keeps counting after its last report",
         "SECONDS",
+    ),
+    Option(
+        "observed_day_share",
+        _share,
+        0.5,
+        "a day within quota counts only if the service ran for this share of it (0 to 1)",
+        "SHARE",
     ),
     Option(
         "expiry_warning_days",
@@ -175,12 +225,14 @@ class Config:
     data_dir: str
     trusted_key: list[str]
     deployment_id: str | None
+    deployment_date: float | None
     tls_cert: str | None
     tls_key: str | None
     allow_plaintext: bool
     dev: bool
     timezone: str
     instance_ttl: float
+    observed_day_share: float
     expiry_warning_days: int
     report_interval: float
     evaluation_interval: float
@@ -212,7 +264,11 @@ class Config:
         shown: dict[str, Any] = {}
         for option in OPTIONS:
             value = getattr(self, option.name)
-            shown[option.name] = f"<{len(value)} redacted>" if option.secret else value
+            if option.secret:
+                value = f"<{len(value)} redacted>"
+            elif option.shown is not None and value is not None:
+                value = option.shown(value)
+            shown[option.name] = value
         return shown
 
 

@@ -6,24 +6,38 @@ timestamps, `cp` or an editor rewrites in place, a GitOps tool renames over
 it. Every poll opens the path afresh (following symlinks), so each of these is
 seen by the next poll. A file that is missing, half written, unreadable or
 invalid never replaces the license in force.
+
+Only a regular file is read, and at most MAX_FILE_BYTES of it: a FIFO, a
+device or a directory at the path (or a symlink to one) is reported, never
+read, so a poll can neither block nor read without end.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import stat
 import threading
 from dataclasses import replace
 from enum import StrEnum
 
-from server.domain.license import MAX_LICENSE_CHARS, LicenseRejected, RejectionReason, normalize
+from server.domain.license import LicenseRejected, RejectionReason, normalize
 from server.service import LicenseFileReport, LicenseSource, LicensingService, token_sha256
 from server.store import Store
 
 log = logging.getLogger("licensing")
 
-# A license is at most MAX_LICENSE_CHARS characters; leave room for whitespace around it.
-MAX_FILE_BYTES = 4 * MAX_LICENSE_CHARS
+# Far more than any license with whitespace around it; a larger file is refused unread.
+MAX_FILE_BYTES = 1024 * 1024
+
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 class FileProblem(StrEnum):
@@ -31,12 +45,61 @@ class FileProblem(StrEnum):
 
     MISSING = "LICENSE_FILE_MISSING"
     UNREADABLE = "LICENSE_FILE_UNREADABLE"
+    NOT_REGULAR = "LICENSE_FILE_NOT_REGULAR"
+    TOO_LARGE = "LICENSE_FILE_TOO_LARGE"
+
+
+class LicenseFileUnusable(Exception):
+    """The path holds nothing that could be a license; what it holds was not (all) read."""
+
+    def __init__(self, problem: FileProblem, message: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.message = message
 
 
 def read_license_file(path: str) -> bytes:
-    """The file's bytes, following symlinks; at most MAX_FILE_BYTES + 1 of them."""
-    with open(path, "rb") as handle:
-        return handle.read(MAX_FILE_BYTES + 1)
+    """The bytes of the regular file at `path` (following symlinks), read without blocking.
+
+    Raises LicenseFileUnusable for a missing or unreadable path, anything but a
+    regular file, and a file larger than MAX_FILE_BYTES.
+    """
+    try:
+        # O_NONBLOCK: opening a FIFO nobody writes to returns at once instead of waiting
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise LicenseFileUnusable(FileProblem.MISSING, "the file does not exist") from None
+    except OSError as error:
+        raise _unreadable(error) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for is_kind, name in _NOT_REGULAR if is_kind(mode)), "a special file")
+            raise LicenseFileUnusable(
+                FileProblem.NOT_REGULAR, f"the path is {kind}, not a regular file: it is not read"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_FILE_BYTES:
+            chunk = os.read(fd, MAX_FILE_BYTES + 1 - size)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+        raise LicenseFileUnusable(
+            FileProblem.TOO_LARGE,
+            f"the file is larger than 1 MiB ({MAX_FILE_BYTES} bytes): it is not a license",
+        )
+    except OSError as error:
+        raise _unreadable(error) from None
+    finally:
+        os.close(fd)
+
+
+def _unreadable(error: OSError) -> LicenseFileUnusable:
+    return LicenseFileUnusable(
+        FileProblem.UNREADABLE, f"the file cannot be read: {error.strerror or error}"
+    )
 
 
 class LicenseFileWatcher:
@@ -84,13 +147,10 @@ class LicenseFileWatcher:
             now = self._service.now()
             try:
                 content = read_license_file(self._path)
-            except OSError as error:
+            except LicenseFileUnusable as unusable:
                 # whatever the file holds when it is back is looked at afresh
                 self._last_seen = None
-                if isinstance(error, FileNotFoundError):
-                    return self._failed(now, "", FileProblem.MISSING, "the file does not exist")
-                message = f"the file cannot be read: {error.strerror or error}"
-                return self._failed(now, "", FileProblem.UNREADABLE, message)
+                return self._failed(now, "", unusable.problem, unusable.message)
             content_sha256 = hashlib.sha256(content).hexdigest()
             if content_sha256 == self._last_seen:
                 return self._publish(replace(self.report, last_read_at=now))
@@ -98,9 +158,6 @@ class LicenseFileWatcher:
             return self._take(now, content, content_sha256)
 
     def _take(self, now: float, content: bytes, content_sha256: str) -> LicenseFileReport:
-        if len(content) > MAX_FILE_BYTES:
-            message = f"the file is larger than {MAX_FILE_BYTES} bytes: it is not a license"
-            return self._failed(now, content_sha256, RejectionReason.MALFORMED, message)
         try:
             text = content.decode("utf-8")
         except UnicodeDecodeError:

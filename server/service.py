@@ -12,7 +12,6 @@ import hashlib
 import logging
 import random
 import threading
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date
@@ -22,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from server.deployment import load_deployment
 from server.domain.clock import CLOCK_STEP_TOLERANCE, SECONDS_PER_DAY, Clock, ServiceTime
 from server.domain.decision import (
     MAX_RESOURCE_TYPE_CHARS,
@@ -66,10 +66,6 @@ log = logging.getLogger("licensing")
 STATUS_MAX_AGE = 1.0
 
 
-class ConfigurationError(Exception):
-    pass
-
-
 class LicenseSource(StrEnum):
     UPLOAD = "upload"
     FILE = "file"
@@ -79,6 +75,8 @@ class LicenseSource(StrEnum):
 class ServiceSettings:
     trusted_keys: Mapping[str, Ed25519PublicKey]
     deployment_id: str | None = None
+    # pinned together with the ID: the date a trial's 90 days run from
+    deployment_time: float | None = None
     timezone: str = "UTC"
     instance_ttl: float = 30.0
     expiry_warning_days: int = 30
@@ -325,7 +323,9 @@ class LicensingService:
         self.evaluations_total = 0
 
         wall = clock.now()
-        self.deployment = self._load_deployment(wall)
+        self.deployment = load_deployment(
+            store, settings.deployment_id, settings.deployment_time, wall
+        )
         state = store.service_state()
         persisted_high_water = state["high_water_at"] or 0.0
         self._time = ServiceTime(clock, persisted_high_water)
@@ -342,27 +342,6 @@ class LicensingService:
         self.now()
 
     # --- start-up --------------------------------------------------------------------
-
-    def _load_deployment(self, now: float) -> Deployment:
-        row = self._store.deployment()
-        pinned = self._settings.deployment_id
-        if row is None:
-            deployment_id = pinned or str(uuid.uuid4())
-            self._store.create_deployment(deployment_id, now, RuntimeState.NORMAL.value)
-            log.info(
-                "deployment created: id %s, deployment date %s%s",
-                deployment_id,
-                iso_time(now),
-                " (pinned in configuration)" if pinned else "",
-            )
-            return Deployment(deployment_id, now)
-        if pinned and pinned != row["deployment_id"]:
-            raise ConfigurationError(
-                f"the data directory belongs to deployment {row['deployment_id']!r}, but the "
-                f"configuration pins deployment {pinned!r}; use the right data directory or "
-                "remove the pin"
-            )
-        return Deployment(row["deployment_id"], row["deployment_time"])
 
     def _load_license(self, status: str) -> InForce | None:
         rows = self._store.licenses_with_status(status)

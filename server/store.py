@@ -8,8 +8,11 @@ transaction (group commit), so durability does not cost throughput.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -187,23 +190,59 @@ class StateChangeRow:
     cause: str
 
 
+def _unusable_directory(data_dir: Path, error: OSError) -> str:
+    if isinstance(error, FileExistsError):
+        return f"the data directory {data_dir} is not a directory"
+    return f"the data directory {data_dir} cannot be made: {error.strerror or error}"
+
+
+def _why_it_cannot_open(data_dir: Path, path: Path, error: sqlite3.Error) -> str:
+    """What keeps SQLite from opening the database; only a lock held elsewhere is another server.
+
+    The database file is never opened here: closing any descriptor of it would drop the
+    locks this process holds on it, should another store in this process have it open.
+    """
+    # the primary result code; an error the driver raised itself has none
+    code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return (
+            "the database is locked by another process "
+            "(is another server using this data directory?)"
+        )
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=data_dir)
+    except OSError as probe_error:
+        return f"the data directory {data_dir} is not writable: {probe_error.strerror}"
+    os.close(handle)
+    os.unlink(probe)
+    if path.exists() and not os.access(path, os.W_OK):
+        read_only = os.statvfs(path).f_flag & os.ST_RDONLY
+        why = os.strerror(errno.EROFS if read_only else errno.EACCES)
+        return f"the database file {path} is not writable: {why}"
+    return str(error)
+
+
 class Store:
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DATABASE_NAME
-        # one connection, shared by threads under _write_lock
-        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=2.0)
-        self.db = sqlite_utils.Database(conn)
         try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(_unusable_directory(data_dir, error)) from None
+        conn: sqlite3.Connection | None = None
+        try:
+            # one connection, shared by threads under _write_lock
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=2.0)
+            self.db = sqlite_utils.Database(conn)
             # One server per data directory: the exclusive lock keeps a second one out, and
             # without shared-memory index and per-commit file locks a commit costs a third less.
             self.db.execute("PRAGMA locking_mode=EXCLUSIVE")
             self.db.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError as error:
-            conn.close()
-            raise StoreError(
-                f"cannot open {self.path}: {error} (is another server using this data directory?)"
-            ) from None
+        except sqlite3.Error as error:
+            if conn is not None:
+                conn.close()
+            reason = _why_it_cannot_open(data_dir, self.path, error)
+            raise StoreError(f"cannot open {self.path}: {reason}") from None
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._write_lock = threading.Lock()
         self._queue_lock = threading.Lock()

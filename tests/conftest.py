@@ -30,7 +30,7 @@ from licensing.client import LicensingClient
 from server.app import RunningServer, run_server
 from server.config import load_config
 from server.domain.clock import SECONDS_PER_DAY, ManualClock
-from server.domain.license import issue_license, public_key_pem
+from server.domain.license import iso_time, issue_license, public_key_pem
 
 VENDOR_KID = "vendor-test"
 ADMIN_TOKEN = "admin-secret-token"
@@ -40,6 +40,15 @@ DEPLOYMENT_ID = "deployment-under-test"
 # 2027-01-01T10:00:00Z: the tests' deployment starts mid-morning
 START = datetime(2027, 1, 1, 10, 0, tzinfo=UTC).timestamp()
 DAY = SECONDS_PER_DAY
+
+
+def deployment_pins(when: float, deployment_id: str = DEPLOYMENT_ID) -> tuple[str, ...]:
+    """Flags pinning the deployment ID and date, which go together."""
+    return ("--deployment-id", deployment_id, "--deployment-date", iso_time(when))
+
+
+# the tests' deployment is made at START
+PINNED_DEPLOYMENT = deployment_pins(START)
 
 
 def midnight_after(when: float, days: int = 1) -> float:
@@ -94,7 +103,11 @@ TOKENS = {
 
 
 def server_config(
-    data_dir: Path, vendor: Vendor, *extra: str, environ: dict[str, str] | None = None
+    data_dir: Path,
+    vendor: Vendor,
+    *extra: str,
+    environ: dict[str, str] | None = None,
+    pins: tuple[str, ...] = PINNED_DEPLOYMENT,
 ) -> Any:
     return load_config(
         [
@@ -104,8 +117,7 @@ def server_config(
             str(data_dir),
             "--trusted-key",
             f"{vendor.kid}={vendor.public_path}",
-            "--deployment-id",
-            DEPLOYMENT_ID,
+            *pins,
             # the tests drive the evaluator themselves through the manual clock
             "--evaluation-interval",
             "30",

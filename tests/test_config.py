@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,52 @@ def test_the_effective_configuration_redacts_tokens() -> None:
 
 
 @pytest.mark.parametrize(
+    ("argv", "environ", "toml", "pinned"),
+    [
+        (["--deployment-date", "2027-01-01"], {}, "", "2027-01-01T00:00:00+00:00"),
+        (["--deployment-date", "2027-01-01T10:00:00Z"], {}, "", "2027-01-01T10:00:00+00:00"),
+        (
+            ["--deployment-date", "2027-01-01T10:00:00.5"],
+            {},
+            "",
+            "2027-01-01T10:00:00.500000+00:00",
+        ),
+        (
+            [],
+            {"LICENSING_DEPLOYMENT_DATE": "2027-01-01T10:00:00+01:00"},
+            "",
+            "2027-01-01T09:00:00+00:00",
+        ),
+        ([], {}, 'deployment_date = "2027-01-01T10:00:00Z"', "2027-01-01T10:00:00+00:00"),
+        ([], {}, "deployment_date = 2027-01-01T10:00:00-05:00", "2027-01-01T15:00:00+00:00"),
+        ([], {}, "deployment_date = 2027-01-01T10:00:00", "2027-01-01T10:00:00+00:00"),
+        ([], {}, "deployment_date = 2027-01-01", "2027-01-01T00:00:00+00:00"),
+    ],
+    ids=[
+        "flag-date",
+        "flag-utc",
+        "flag-fraction",
+        "env-offset",
+        "toml-string",
+        "toml-offset",
+        "toml-local",
+        "toml-date",
+    ],
+)
+def test_the_deployment_date_is_an_iso_8601_date_or_date_time_in_utc_unless_it_says(
+    tmp_path: Path, argv: list[str], environ: dict[str, str], toml: str, pinned: str
+) -> None:
+    config_file = write(tmp_path / "server.toml", toml + "\n")
+    config = load_config(["--config", str(config_file), *argv], environ)
+    assert config.deployment_date == datetime.fromisoformat(pinned).timestamp()
+
+
+def test_the_effective_configuration_shows_the_deployment_date_as_a_date() -> None:
+    config = load_config(["--deployment-date", "2027-01-01T10:00:00+01:00"], {})
+    assert config.redacted()["deployment_date"] == "2027-01-01T09:00:00Z"
+
+
+@pytest.mark.parametrize(
     ("argv", "environ", "message"),
     [
         (["--listen", "nonsense"], {}, "HOST:PORT"),
@@ -89,6 +136,8 @@ def test_the_effective_configuration_redacts_tokens() -> None:
         (["--tls-cert", "cert.pem"], {}, "go together"),
         (["--evaluation-interval", "60"], {}, "at most 30"),
         (["--log-format", "xml"], {}, "text or json"),
+        (["--deployment-date", "next tuesday"], {}, "--deployment-date: not an ISO 8601 date"),
+        ([], {"LICENSING_DEPLOYMENT_DATE": "2027-13-01"}, "LICENSING_DEPLOYMENT_DATE"),
     ],
 )
 def test_a_bad_value_is_a_clear_error(

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from conftest import (
     CONTROL_PLANE_TOKEN,
-    DEPLOYMENT_ID,
     GATEWAY_TOKEN,
     Harness,
     ServerProcess,
     Vendor,
+    deployment_pins,
 )
 from licensing.client import LicensingClient
 
@@ -38,7 +38,8 @@ def test_concurrent_reports_from_200_gateways_all_survive_a_sigkill_and_restart(
     tmp_path: Path, vendor: Vendor, server_processes: Callable[..., ServerProcess]
 ) -> None:
     data_dir = tmp_path / "data"
-    flags = ("--deployment-id", DEPLOYMENT_ID, "--instance-ttl", TTL_SECONDS)
+    # the same pins for both starts, on the wall clock
+    flags = (*deployment_pins(time.time()), "--instance-ttl", TTL_SECONDS)
     first = server_processes(data_dir, vendor, *flags).start()
     assert first.process is not None
 

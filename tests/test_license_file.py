@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import DAY, START, Harness, Vendor, harness_for, server_config
+from conftest import DAY, START, Harness, ServerProcess, Vendor, harness_for, server_config
 from licensing.client import Operation
 from licensing.v1 import licensing_pb2 as pb
 
@@ -222,7 +222,7 @@ def test_a_path_that_cannot_be_read_is_reported_as_unreadable(
     tmp_path: Path, vendor: Vendor, make_harness: Callable[..., Harness]
 ) -> None:
     license_path = tmp_path / "license.jws"
-    license_path.mkdir()  # a directory where the file should be: open() fails
+    license_path.symlink_to(license_path.name)  # a symlink to itself: opening it fails
     harness = make_harness("--license-file", str(license_path))
 
     status = harness.admin.status()
@@ -364,3 +364,87 @@ def test_a_license_in_the_file_that_is_not_yet_effective_waits_as_pending(
     assert serial_in_force(harness) == "LIC-RENEWAL"
     watcher_of(harness).poll_once()
     assert serial_in_force(harness) == "LIC-RENEWAL"
+
+
+def test_a_fifo_at_the_license_path_does_not_keep_the_server_from_serving(
+    tmp_path: Path, vendor: Vendor, server_processes: Callable[..., ServerProcess]
+) -> None:
+    license_path = tmp_path / "license.jws"
+    os.mkfifo(license_path)  # nobody ever writes to it: a blocking open would wait forever
+
+    server = server_processes(tmp_path / "data", vendor, "--license-file", str(license_path))
+    server.start(timeout=30)
+
+    with server.client() as admin:
+        status = admin.status()
+    assert not status.HasField("license")
+    assert status.license_file.last_error_reason == pb.ERROR_REASON_LICENSE_FILE_NOT_REGULAR
+    assert "a FIFO, not a regular file" in status.license_file.last_error
+    assert "LICENSE_FILE_NOT_REGULAR" in server.log()
+
+
+def swap_in_fifo(path: Path) -> None:
+    staged = path.with_name("staged")
+    os.mkfifo(staged)
+    os.replace(staged, path)
+
+
+def swap_in_directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def swap_in_dev_zero(path: Path) -> None:
+    staged = path.with_name("staged")
+    staged.symlink_to("/dev/zero")
+    os.replace(staged, path)
+
+
+def swap_in_two_mebibytes(path: Path) -> None:
+    # a license after all, but padded far beyond any license's size
+    text = path.read_text().replace("LIC-0001", "LIC-0002")
+    write_atomically(path, text + " " * (2 * 1024 * 1024))
+
+
+@pytest.mark.parametrize(
+    ("swap_in", "reason", "said"),
+    [
+        (swap_in_fifo, pb.ERROR_REASON_LICENSE_FILE_NOT_REGULAR, "a FIFO, not a regular file"),
+        (
+            swap_in_directory,
+            pb.ERROR_REASON_LICENSE_FILE_NOT_REGULAR,
+            "a directory, not a regular file",
+        ),
+        (
+            swap_in_dev_zero,
+            pb.ERROR_REASON_LICENSE_FILE_NOT_REGULAR,
+            "a character device, not a regular file",
+        ),
+        (swap_in_two_mebibytes, pb.ERROR_REASON_LICENSE_FILE_TOO_LARGE, "larger than 1 MiB"),
+    ],
+    ids=["fifo", "directory", "dev-zero", "two-mebibytes"],
+)
+def test_only_a_regular_file_of_at_most_1_mib_is_read_and_the_license_in_force_stays(
+    tmp_path: Path,
+    vendor: Vendor,
+    make_harness: Callable[..., Harness],
+    caplog: pytest.LogCaptureFixture,
+    swap_in: Callable[[Path], None],
+    reason: int,
+    said: str,
+) -> None:
+    license_path, harness = serve_file(tmp_path, make_harness, vendor.issue(), *FAST_POLL)
+    before = harness.admin.status()
+
+    with caplog.at_level(logging.ERROR, logger="licensing"):
+        swap_in(license_path)
+        # the watcher's own thread reads it: a read that blocks never reports anything
+        wait_until(lambda: harness.admin.status().license_file.last_error_reason == reason)
+
+    status = harness.admin.status()
+    assert said in status.license_file.last_error
+    assert status.license == before.license
+    assert status.license_applied_time == before.license_applied_time
+    assert pb.WARNING_KIND_LICENSE_FILE_ERROR in [w.kind for w in status.warnings]
+    assert harness.control_plane.check_write("route", Operation.CREATE).allowed
+    assert any(said in record.getMessage() for record in caplog.records)

@@ -14,6 +14,7 @@ from conftest import (
     ADMIN_TOKEN,
     DAY,
     DEPLOYMENT_ID,
+    GATEWAY_TOKEN,
     TOKENS,
     Harness,
     ServerProcess,
@@ -292,3 +293,27 @@ def test_a_second_server_on_the_same_data_directory_is_refused(
     make_harness(data_dir=tmp_path / "shared")
     with pytest.raises(StartupError, match="another server"):
         make_harness(data_dir=tmp_path / "shared")
+
+
+def test_one_token_for_two_roles_refuses_to_start_naming_the_roles_not_the_token(
+    tmp_path: Path, vendor: Vendor
+) -> None:
+    environ = dict(TOKENS, LICENSING_GATEWAY_TOKEN=f"{GATEWAY_TOKEN},{ADMIN_TOKEN}")
+    config = server_config(tmp_path / "data", vendor, environ=environ)
+    with pytest.raises(StartupError) as raised:
+        start_server(config, ManualClock(time.time()))
+    message = str(raised.value)
+    assert "admin" in message and "gateway" in message
+    assert ADMIN_TOKEN not in message
+
+
+def test_a_server_process_with_one_token_for_two_roles_exits_naming_the_roles_not_the_token(
+    tmp_path: Path, vendor: Vendor
+) -> None:
+    shared = "one-token-for-two-roles"
+    process = ServerProcess(tmp_path / "data", vendor)
+    env = dict(process.env, LICENSING_CONTROL_PLANE_TOKEN=shared, LICENSING_GATEWAY_TOKEN=shared)
+    result = subprocess.run(process.args, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode != 0
+    assert "gateway and control-plane" in result.stderr
+    assert shared not in result.stdout + result.stderr

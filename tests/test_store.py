@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 import sqlite_utils
+from conftest import ServerProcess, Vendor
 
 from server.store import DATABASE_NAME, MIGRATIONS, Store, StoreError
 
@@ -53,3 +58,101 @@ def test_reopening_a_current_database_changes_nothing(tmp_path: Path) -> None:
     Store(tmp_path).close()
     Store(tmp_path).close()
     assert user_version(tmp_path / DATABASE_NAME) == len(MIGRATIONS)
+
+
+# A command prefix under which root too is held to file permissions: without these
+# capabilities in its bounding set, a root process cannot write a read-only directory.
+DROP_PERMISSION_OVERRIDE = ["--bounding-set", "-dac_override,-dac_read_search", "--"]
+
+
+def held_to_permissions() -> list[str]:
+    """What to run a server under so that read-only means read-only, even for root."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root ignores permissions and setpriv is not installed")
+    probe = subprocess.run([setpriv, *DROP_PERMISSION_OVERRIDE, "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"root ignores permissions and setpriv cannot drop them: {probe.stderr!r}")
+    return [setpriv, *DROP_PERMISSION_OVERRIDE]
+
+
+def refused_start(data_dir: Path, vendor: Vendor) -> str:
+    """Start `python -m server` on `data_dir`, held to permissions; return its log of refusal."""
+    process = ServerProcess(data_dir, vendor)
+    result = subprocess.run(
+        [*held_to_permissions(), *process.args],
+        capture_output=True,
+        text=True,
+        env=process.env,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize("first_start_done", [False, True], ids=["empty", "after-first-start"])
+def test_a_read_only_data_directory_is_named_not_blamed_on_another_server(
+    tmp_path: Path, vendor: Vendor, first_start_done: bool
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    if first_start_done:
+        Store(data_dir).close()
+    data_dir.chmod(0o555)
+    try:
+        said = refused_start(data_dir, vendor)
+    finally:
+        data_dir.chmod(0o755)
+    assert f"the data directory {data_dir} is not writable: Permission denied" in said
+    assert "another server" not in said
+    assert "Traceback" not in said
+
+
+def test_a_database_file_that_cannot_be_written_is_named(tmp_path: Path, vendor: Vendor) -> None:
+    data_dir = tmp_path / "data"
+    Store(data_dir).close()
+    (data_dir / DATABASE_NAME).chmod(0o444)
+    said = refused_start(data_dir, vendor)
+    assert (
+        f"the database file {data_dir / DATABASE_NAME} is not writable: Permission denied" in said
+    )
+    assert "another server" not in said
+
+
+def test_a_data_directory_path_that_is_a_file_is_named(tmp_path: Path, vendor: Vendor) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.write_text("not a directory")
+    said = refused_start(data_dir, vendor)
+    assert f"the data directory {data_dir} is not a directory" in said
+    assert "Traceback" not in said
+
+
+HOLD_THE_LOCK = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_database_locked_by_another_process_is_blamed_on_another_server(
+    tmp_path: Path,
+) -> None:
+    Store(tmp_path).close()
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(tmp_path / DATABASE_NAME)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        try:
+            with pytest.raises(StoreError) as raised:
+                Store(tmp_path)
+        finally:
+            holder.communicate("", timeout=10)
+    assert "locked by another process" in str(raised.value)
+    assert "is another server using this data directory?" in str(raised.value)

@@ -386,3 +386,19 @@ def test_a_report_that_could_not_be_stored_changes_nothing_not_even_in_memory(
     [evaluated] = evaluated_days(harness)
     assert evaluated.peak_cores == 8
     assert store.usage_row_count() == 1
+
+
+def test_the_share_of_a_day_that_makes_it_observed_is_configurable(
+    make_harness: Callable[..., Harness], vendor: Vendor
+) -> None:
+    first = make_harness("--observed-day-share", "0.1")
+    first.admin.upload(vendor.issue(max_dp_cores=QUOTA))
+    use_on_day(first, 0)
+    # up for the first three hours of day 1 (an eighth of it), with no gateway reporting
+    first.advance_to(day(1) + 3 * HOUR)
+    first.running.stop(grace=0.5)
+    first.clock.set(day(2) + HOUR)
+    second = make_harness("--observed-day-share", "0.1")
+    quiet = evaluated_days(second)[-1]
+    assert (quiet.day, quiet.observed, quiet.peak_cores) == ("2027-01-02", True, 0)
+    assert second.control_plane.status().state == pb.RUNTIME_STATE_NORMAL

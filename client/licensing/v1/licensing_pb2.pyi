@@ -96,10 +96,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """LicenseFileStatus only: the configured license file does not exist."""
     ERROR_REASON_LICENSE_FILE_UNREADABLE: _ErrorReason.ValueType  # 16
     """LicenseFileStatus only: the license file exists but cannot be read
-    (permissions, a directory, an I/O error).
+    (permissions, a symlink loop, an I/O error).
     """
     ERROR_REASON_INVALID_FEATURE: _ErrorReason.ValueType  # 17
     """CheckWrite: feature is longer than 128 characters."""
+    ERROR_REASON_LICENSE_FILE_NOT_REGULAR: _ErrorReason.ValueType  # 18
+    """LicenseFileStatus only: the path is not a regular file (a directory, a
+    FIFO, a device, a socket); it is not read.
+    """
+    ERROR_REASON_LICENSE_FILE_TOO_LARGE: _ErrorReason.ValueType  # 19
+    """LicenseFileStatus only: the file is larger than 1 MiB; no license is."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists every reason an error's google.rpc.ErrorInfo can carry.
@@ -143,10 +149,16 @@ ERROR_REASON_LICENSE_FILE_MISSING: ErrorReason.ValueType  # 15
 """LicenseFileStatus only: the configured license file does not exist."""
 ERROR_REASON_LICENSE_FILE_UNREADABLE: ErrorReason.ValueType  # 16
 """LicenseFileStatus only: the license file exists but cannot be read
-(permissions, a directory, an I/O error).
+(permissions, a symlink loop, an I/O error).
 """
 ERROR_REASON_INVALID_FEATURE: ErrorReason.ValueType  # 17
 """CheckWrite: feature is longer than 128 characters."""
+ERROR_REASON_LICENSE_FILE_NOT_REGULAR: ErrorReason.ValueType  # 18
+"""LicenseFileStatus only: the path is not a regular file (a directory, a
+FIFO, a device, a socket); it is not read.
+"""
+ERROR_REASON_LICENSE_FILE_TOO_LARGE: ErrorReason.ValueType  # 19
+"""LicenseFileStatus only: the file is larger than 1 MiB; no license is."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _LicenseRejectionReason:

@@ -1,0 +1,40 @@
+"""Loads this installation's deployment from the store, or makes it at the first start."""
+
+from __future__ import annotations
+
+import logging
+
+from server import RELEASED_AT
+from server.domain.deployment import check_pins, first_deployment, unpinned_date_warning
+from server.domain.license import Deployment, iso_time
+from server.domain.runtime import RuntimeState
+from server.store import Store
+
+log = logging.getLogger("licensing")
+
+
+def load_deployment(
+    store: Store, pinned_id: str | None, pinned_time: float | None, now: float
+) -> Deployment:
+    """The stored deployment, checked against the pins; or a new one, stored before it is used.
+
+    Raises DeploymentRefused, with nothing stored, for pins that do not fit.
+    """
+    row = store.deployment()
+    if row is None:
+        deployment = first_deployment(pinned_id, pinned_time, now, RELEASED_AT)
+        store.create_deployment(
+            deployment.deployment_id, deployment.deployment_time, RuntimeState.NORMAL.value
+        )
+        log.info(
+            "deployment created: id %s, deployment date %s%s",
+            deployment.deployment_id,
+            iso_time(deployment.deployment_time),
+            " (pinned in configuration)" if pinned_id else "",
+        )
+        return deployment
+    stored = Deployment(row["deployment_id"], row["deployment_time"])
+    check_pins(stored, pinned_id, pinned_time)
+    if pinned_id is not None and pinned_time is None:
+        log.warning("%s", unpinned_date_warning(stored))
+    return stored
