@@ -350,6 +350,10 @@ class LicensingService:
         row = rows[-1]
         try:
             lic = verify_signed(row["token"], self._settings.trusted_keys)
+            if status == "pending":
+                # stored before a rule refused it (a trial that can never be in force, say):
+                # it must not take over
+                check_applicable(lic, self.deployment, lic.effective_at)
         except LicenseRejected as rejection:
             log.error(
                 "the %s license %s no longer verifies (%s: %s); it is not in force",

@@ -383,6 +383,42 @@ def test_a_trial_that_ends_before_it_begins_is_rejected_as_expired(
     assert (decision.allowed, decision.license_serial_number) == (True, "LIC-PAID")
 
 
+def test_a_never_valid_trial_stored_as_pending_before_the_rule_never_takes_over(
+    make_harness: Callable[..., Harness], vendor: Vendor
+) -> None:
+    first = make_harness()
+    first.admin.upload(vendor.issue(serial_number="LIC-PAID"))
+    trial = vendor.issue(
+        serial_number="TRIAL-LATE",
+        free_trial=True,
+        effective_at=START + 100 * DAY,
+        expires_at=START + 200 * DAY,
+    )
+    # what a server without the rule stored: the trial waiting for its effective time
+    first.running.store.add_pending_license(
+        {
+            "serial_number": "TRIAL-LATE",
+            "customer": "Example Corp",
+            "key_id": vendor.kid,
+            "token": trial,
+            "token_sha256": "",
+            "source": "upload",
+            "received_at": START,
+            "effective_at": START + 100 * DAY,
+            "expires_at": START + 200 * DAY,
+            "max_dp_cores": 16,
+        },
+        START,
+        START,
+    )
+    first.running.stop(grace=0.5)
+    second = make_harness()
+    assert not second.control_plane.status().HasField("pending_license")
+    second.advance_to(START + 100 * DAY)
+    decision = second.control_plane.check_write("route", Operation.CREATE)
+    assert (decision.allowed, decision.license_serial_number) == (True, "LIC-PAID")
+
+
 def test_validate_returns_the_rejection_as_data_and_changes_nothing(
     harness: Harness, vendor: Vendor
 ) -> None:
