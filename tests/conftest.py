@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import settings
 from licensing.client import LicensingClient
 
 from server.app import RunningServer, run_server
@@ -40,6 +41,12 @@ DEPLOYMENT_ID = "deployment-under-test"
 # 2027-01-01T10:00:00Z: the tests' deployment starts mid-morning
 START = datetime(2027, 1, 1, 10, 0, tzinfo=UTC).timestamp()
 DAY = SECONDS_PER_DAY
+
+# Property tests: no deadlines (no timed assertions); in CI the same examples every run, so a
+# red build reproduces, while a developer's runs keep exploring and remember what failed.
+settings.register_profile("ci", deadline=None, derandomize=True, database=None)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def midnight_after(when: float, days: int = 1) -> float:
