@@ -191,5 +191,17 @@ def test_bad_cores_are_rejected(cores: int, stopping: bool) -> None:
         ("gw-1", 0, True),
     ],
 )
-def test_good_reports_are_accepted(instance_id: str, cores: int, stopping: bool) -> None:
+def test_a_good_report_is_accepted_and_counts_its_cores_or_stops_the_instance(
+    instance_id: str, cores: int, stopping: bool
+) -> None:
     check_report(instance_id, cores, stopping)
+    fleet = Fleet()
+    fleet.report(instance_id, 2, DAY_START)
+    fleet.report(instance_id, cores, DAY_START + 1, stopping=stopping)
+    if stopping:
+        assert fleet.tracker.current_total(DAY_START + 1) == (0, 0)
+        assert fleet.rows[1][1:] == (instance_id, 2, DAY_START, DAY_START + 1, DAY_START + 1)
+    else:
+        assert fleet.tracker.current_total(DAY_START + 1) == (cores, 1)
+        assert fleet.peak(DAY_START + 1, DAY_END) == cores
+        assert fleet.rows[2][1:] == (instance_id, cores, DAY_START + 1, DAY_START + 1, None)
