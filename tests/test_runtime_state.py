@@ -23,6 +23,11 @@ MIDNIGHT = datetime(2027, 1, 2, tzinfo=UTC).timestamp()
 GRACE_END = datetime(2027, 1, 9, tzinfo=UTC).timestamp()
 
 
+def utc(text: str) -> float:
+    """A literal UTC instant, "YYYY-MM-DD HH:MM", as seconds since the epoch."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
 def exceeded(grace_ends_at: float = GRACE_END) -> Standing:
     return Standing(RuntimeState.DP_CORE_EXCEEDED, grace_ends_at)
 
@@ -81,31 +86,39 @@ def test_a_peak_exactly_at_the_quota_is_within_it() -> None:
 
 
 def test_over_quota_from_day_0_is_exceeded_from_day_1_and_restricted_from_day_8() -> None:
-    day_0 = date(2027, 1, 1)
+    # day 0 is 2027-01-01; the evaluation at the start of day n judges day n - 1
     standing = NORMAL
-    states: dict[int, RuntimeState] = {}
-    for n in range(10):
-        start_of_next_day = day_0 + timedelta(days=n + 1)
-        midnight = UTC_CALENDAR.start_of(start_of_next_day)
-        grace_end = UTC_CALENDAR.grace_end_after_midnight(start_of_next_day)
-        standing = judge(standing, 20, QUOTA, midnight, grace_end)
-        # the evaluation at the start of day n + 1
-        states[n + 1] = standing.state
-    assert states[1] is RuntimeState.DP_CORE_EXCEEDED
-    assert all(states[n] is RuntimeState.DP_CORE_EXCEEDED for n in range(1, 8))
-    assert states[8] is RuntimeState.RESTRICTED
-    assert states[9] is RuntimeState.RESTRICTED
+    after: dict[int, Standing] = {}
+    for n in range(1, 11):
+        next_day = date(2027, 1, 1) + timedelta(days=n)
+        standing = judge(
+            standing,
+            20,
+            QUOTA,
+            UTC_CALENDAR.start_of(next_day),
+            UTC_CALENDAR.grace_end_after_midnight(next_day),
+        )
+        after[n] = standing
+    assert UTC_CALENDAR.start_of(date(2027, 1, 2)) == utc("2027-01-02 00:00")
+    assert after[1] == exceeded(utc("2027-01-09 00:00"))
+    assert all(after[n] == exceeded(utc("2027-01-09 00:00")) for n in range(1, 8))
+    # the evaluation at 2027-01-09 00:00, the start of day 8, is the one at the grace end
+    assert UTC_CALENDAR.start_of(date(2027, 1, 9)) == utc("2027-01-09 00:00")
+    assert after[8] == RESTRICTED
+    assert after[9] == after[10] == RESTRICTED
 
 
 # --- a license change stands in for the midnight ---------------------------------------
 
 
 def test_a_grace_period_started_by_a_license_change_ends_7_days_after_that_moment() -> None:
-    moment = MIDNIGHT + 10.5 * 3600
-    assert grace_end_after_moment(moment) == moment + 7 * DAY
+    moment = utc("2027-01-02 10:30")
+    assert grace_end_after_moment(moment) == utc("2027-01-09 10:30")
     assert judge(NORMAL, 20, QUOTA, moment, grace_end_after_moment(moment)) == exceeded(
-        moment + 7 * DAY
+        utc("2027-01-09 10:30")
     )
+    # 7 x 24 hours, whatever the calendar does in between
+    assert grace_end_after_moment(utc("2027-03-25 10:30")) == utc("2027-04-01 10:30")
 
 
 def test_a_license_change_still_below_the_peak_never_moves_the_grace_end_later() -> None:
@@ -142,8 +155,9 @@ def test_a_day_with_a_daylight_saving_change_is_23_hours_long() -> None:
 
 def test_the_grace_end_after_a_midnight_is_7_calendar_days_later_across_daylight_saving() -> None:
     berlin = Calendar(ZoneInfo("Europe/Berlin"))
-    start = date(2027, 3, 25)
-    grace_end = berlin.grace_end_after_midnight(start)
-    assert grace_end == berlin.start_of(date(2027, 4, 1))
+    # 2027-03-25 starts at 00:00 CET (UTC+1); 2027-04-01 starts at 00:00 CEST (UTC+2)
+    assert berlin.start_of(date(2027, 3, 25)) == utc("2027-03-24 23:00")
+    grace_end = berlin.grace_end_after_midnight(date(2027, 3, 25))
+    assert grace_end == utc("2027-03-31 22:00")
     assert berlin.day_of(grace_end) == date(2027, 4, 1)
-    assert grace_end - berlin.start_of(start) == 7 * DAY - 3600
+    assert grace_end - utc("2027-03-24 23:00") == 7 * 24 * 3600 - 3600
