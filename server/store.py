@@ -432,6 +432,20 @@ class Store:
             )
         return rows
 
+    def peak_instances(self, day: str) -> list[tuple[str, int]] | None:
+        """The (instance_id, cores) that made up `day`'s peak; None if it was not evaluated.
+
+        They are kept as one JSON list per day and paged in Python: a day is written once,
+        so an offset into its list names the same instance on every read.
+        """
+        with self._write_lock:
+            row = self.db.execute(
+                "SELECT peak_instances FROM day_evaluations WHERE day = ?", [day]
+            ).fetchone()
+        if row is None:
+            return None
+        return [(str(i), int(c)) for i, c in json.loads(row[0] or "[]")]
+
     def state_changes(self, limit: int) -> list[StateChangeRow]:
         with self._write_lock:
             rows = list(self.db.table("state_changes").rows_where(order_by="id desc", limit=limit))

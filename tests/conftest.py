@@ -32,6 +32,7 @@ from server.app import RunningServer, run_server
 from server.config import load_config
 from server.domain.clock import SECONDS_PER_DAY, ManualClock
 from server.domain.license import issue_license, public_key_pem
+from server.store import Store
 
 VENDOR_KID = "vendor-test"
 ADMIN_TOKEN = "admin-secret-token"
@@ -120,6 +121,32 @@ def server_config(
         ],
         environ=TOKENS if environ is None else environ,
     )
+
+
+def store_evaluated_days(data_dir: Path, instances_by_day: dict[str, list[str]]) -> None:
+    """Evaluated days whose peak was these instances at 2 cores each, as the evaluator stores
+    them, in a data directory no server runs on yet."""
+    store = Store(data_dir)
+    try:
+        for day, ids in instances_by_day.items():
+            store.record_evaluation(
+                {
+                    "day": day,
+                    "peak_cores": 2 * len(ids),
+                    "peak_at": START - DAY / 2,
+                    "peak_instances": [[instance_id, 2] for instance_id in ids],
+                    "max_dp_cores": None,
+                    "license_serial_number": "",
+                    "state_before": "NORMAL",
+                    "state_after": "NORMAL",
+                    "grace_ends_at": None,
+                    "evaluated_at": START - DAY / 3,
+                },
+                None,
+                START - DAY / 3,
+            )
+    finally:
+        store.close()
 
 
 @dataclass

@@ -98,6 +98,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """LicenseFileStatus only: the license file exists but cannot be read
     (permissions, a directory, an I/O error).
     """
+    ERROR_REASON_DAY_NOT_EVALUATED: _ErrorReason.ValueType  # 17
+    """ListPeakInstances: the day has not been evaluated (yet, or ever)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists every reason an error's google.rpc.ErrorInfo can carry.
@@ -143,6 +145,8 @@ ERROR_REASON_LICENSE_FILE_UNREADABLE: ErrorReason.ValueType  # 16
 """LicenseFileStatus only: the license file exists but cannot be read
 (permissions, a directory, an I/O error).
 """
+ERROR_REASON_DAY_NOT_EVALUATED: ErrorReason.ValueType  # 17
+"""ListPeakInstances: the day has not been evaluated (yet, or ever)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _LicenseRejectionReason:
@@ -938,6 +942,7 @@ class DayUsage(_message.Message):
     PEAK_INSTANCES_FIELD_NUMBER: _builtins.int
     LICENSE_SERIAL_NUMBER_FIELD_NUMBER: _builtins.int
     GRACE_END_TIME_FIELD_NUMBER: _builtins.int
+    PEAK_INSTANCES_TRUNCATED_FIELD_NUMBER: _builtins.int
     day: _builtins.str
     """YYYY-MM-DD in the configured time zone."""
     peak_cores: _builtins.int
@@ -946,6 +951,10 @@ class DayUsage(_message.Message):
     state_before: Global___RuntimeState.ValueType
     state_after: Global___RuntimeState.ValueType
     license_serial_number: _builtins.str
+    peak_instances_truncated: _builtins.bool
+    """True when peak_instances holds only the first of the day's peak
+    instances (or none): ListPeakInstances pages through all of them.
+    """
     @_builtins.property
     def evaluation_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -954,8 +963,9 @@ class DayUsage(_message.Message):
 
     @_builtins.property
     def peak_instances(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstanceUsage]:
-        """The instances counting at peak_time (GetUsageHistory with
-        include_peak_instances only).
+        """The instances counting at peak_time, in instance_id order
+        (GetUsageHistory with include_peak_instances only). At most 1,000 per
+        day and 10,000 per answer: see peak_instances_truncated.
         """
 
     @_builtins.property
@@ -975,10 +985,11 @@ class DayUsage(_message.Message):
         peak_instances: _abc.Iterable[Global___InstanceUsage] | None = ...,
         license_serial_number: _builtins.str = ...,
         grace_end_time: _timestamp_pb2.Timestamp | None = ...,
+        peak_instances_truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation_time", b"evaluation_time", "grace_end_time", b"grace_end_time", "peak_time", b"peak_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "evaluation_time", b"evaluation_time", "grace_end_time", b"grace_end_time", "license_serial_number", b"license_serial_number", "max_dp_cores", b"max_dp_cores", "peak_cores", b"peak_cores", "peak_instances", b"peak_instances", "peak_time", b"peak_time", "state_after", b"state_after", "state_before", b"state_before"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "evaluation_time", b"evaluation_time", "grace_end_time", b"grace_end_time", "license_serial_number", b"license_serial_number", "max_dp_cores", b"max_dp_cores", "peak_cores", b"peak_cores", "peak_instances", b"peak_instances", "peak_instances_truncated", b"peak_instances_truncated", "peak_time", b"peak_time", "state_after", b"state_after", "state_before", b"state_before"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1032,8 +1043,10 @@ class GetUsageHistoryRequest(_message.Message):
     3660.
     """
     include_peak_instances: _builtins.bool
-    """Also return, for each day, the instances that made up its peak. A large
-    fleet makes this large: ask for few days (or one, with `day`).
+    """Also return, for each day, the instances that made up its peak: at most
+    1,000 per day and 10,000 in the whole answer, so the answer stays well
+    under 4 MiB; a day with more says peak_instances_truncated. Use
+    ListPeakInstances for every instance of a day.
     """
     day: _builtins.str
     """Only this day (YYYY-MM-DD), when set; `days` is then ignored."""
@@ -1083,3 +1096,65 @@ class GetUsageHistoryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUsageHistoryResponse: _TypeAlias = GetUsageHistoryResponse  # noqa: Y015
+
+@_typing.final
+class ListPeakInstancesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    """The evaluated day, YYYY-MM-DD in the configured time zone."""
+    page_size: _builtins.int
+    """At most this many instances in the answer; 0 means 1,000, and more
+    than 10,000 means 10,000. Negative is INVALID_ARGUMENT.
+    """
+    page_token: _builtins.str
+    """The next_page_token of the previous answer, for the page after it;
+    empty for the first page. A token is only good for the same day.
+    """
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeakInstancesRequest: _TypeAlias = ListPeakInstancesRequest  # noqa: Y015
+
+@_typing.final
+class ListPeakInstancesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass it as page_token for the next page; empty on the last page."""
+    total_size: _builtins.int
+    """How many instances made up the day's peak, on all pages together."""
+    @_builtins.property
+    def instances(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstanceUsage]:
+        """The day's peak instances, in instance_id order."""
+
+    def __init__(
+        self,
+        *,
+        instances: _abc.Iterable[Global___InstanceUsage] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instances", b"instances", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeakInstancesResponse: _TypeAlias = ListPeakInstancesResponse  # noqa: Y015
