@@ -2,6 +2,7 @@
 
     python scripts/simulate.py            # the timeline
     python scripts/simulate.py --verbose  # and the server's own log on stderr
+    python scripts/simulate.py --json     # the timeline as a JSON list of rows
 
 It starts the real server in-process (port 0 on 127.0.0.1, a temporary data
 directory, a freshly made vendor key and a signed 16-core license) on a
@@ -20,6 +21,7 @@ license is uploaded and the deployment is NORMAL again at once.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import secrets
 import sys
@@ -29,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from licensing.client import LicensingClient, Operation
@@ -60,6 +63,66 @@ def reason_name(reason: pb.DecisionReason.ValueType) -> str:
 
 def clock_text(when: float) -> str:
     return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """CheckWrite's answer to one question."""
+
+    allowed: bool
+    reason: str
+    message: str
+
+    @staticmethod
+    def of(decision: pb.CheckWriteResponse) -> Verdict:
+        return Verdict(decision.allowed, reason_name(decision.reason), decision.message)
+
+    def text(self) -> str:
+        return f"{'allowed' if self.allowed else 'DENIED'} ({self.reason})"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"allowed": self.allowed, "reason": self.reason, "message": self.message}
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    """One moment of the story: the cores against the quota, the state and CheckWrite's answer."""
+
+    day: int
+    time: float
+    cores: int
+    quota: int
+    # "now": the cores counting at this moment; "peak": the peak of the day just evaluated
+    cores_are: str
+    state: str
+    create_route: Verdict
+    event: str
+    # other questions asked at this moment ("read route": ...); such a row shows as its answers
+    other_checks: dict[str, Verdict] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        if self.other_checks:
+            indent = " " * 56
+            answers = ", ".join(f"{what}: {v.text()}" for what, v in self.other_checks.items())
+            return [f"{indent}CheckWrite says: {self.create_route.message}", f"{indent}{answers}"]
+        usage = f"{self.cores}/{self.quota} {self.cores_are}"
+        return [
+            f"{self.day:>3}  {clock_text(self.time)}  {usage:>13}  {self.state:<16}  "
+            f"{self.create_route.text():<22}  {self.event}"
+        ]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "day": self.day,
+            "time": datetime.fromtimestamp(self.time, UTC).isoformat().replace("+00:00", "Z"),
+            "cores": self.cores,
+            "quota": self.quota,
+            "cores_are": self.cores_are,
+            "state": self.state,
+            "create_route": self.create_route.as_json(),
+            "event": self.event,
+            "other_checks": {what: v.as_json() for what, v in self.other_checks.items()},
+        }
 
 
 @dataclass
@@ -122,7 +185,7 @@ class Simulation:
         self.control_plane = LicensingClient(target, token=tokens["control_plane"])
         self.fleet = Fleet(LicensingClient(target, token=tokens["gateway"]))
         self.vendor: Vendor | None = None
-        self.timeline: list[str] = []
+        self.timeline: list[TimelineRow] = []
 
     def close(self) -> None:
         for client in (self.admin, self.control_plane, self.fleet.client):
@@ -136,23 +199,35 @@ class Simulation:
         # the gateways report every ~10 s; one round stands for those around this moment
         self.fleet.report_all()
 
-    def write_verdict(
-        self, resource: str = "route", operation: Operation = Operation.CREATE
-    ) -> str:
-        decision = self.control_plane.check_write(resource, operation)
-        verdict = "allowed" if decision.allowed else "DENIED"
-        return f"{verdict} ({reason_name(decision.reason)})"
+    def verdict(self, resource: str = "route", operation: Operation = Operation.CREATE) -> Verdict:
+        return Verdict.of(self.control_plane.check_write(resource, operation))
 
-    def line(self, event: str, usage: str = "") -> None:
+    def line(
+        self,
+        event: str,
+        peak: pb.DayUsage | None = None,
+        other_checks: dict[str, Verdict] | None = None,
+    ) -> None:
+        """A timeline row for now: the current cores, or the peak of the day just evaluated."""
         status = self.control_plane.status()
         now = self.clock.now()
-        day = int((now - DAY_0) // DAY)
-        quota = status.license.max_dp_cores if status.HasField("license") else 0
-        if not usage:
-            usage = f"{status.current_total_cores}/{quota} now"
+        if peak is None:
+            quota = status.license.max_dp_cores if status.HasField("license") else 0
+            cores, cores_are = status.current_total_cores, "now"
+        else:
+            cores, quota, cores_are = peak.peak_cores, peak.max_dp_cores, "peak"
         self.timeline.append(
-            f"{day:>3}  {clock_text(now)}  {usage:>13}  {state_name(status.state):<16}  "
-            f"{self.write_verdict():<22}  {event}"
+            TimelineRow(
+                day=int((now - DAY_0) // DAY),
+                time=now,
+                cores=cores,
+                quota=quota,
+                cores_are=cores_are,
+                state=state_name(status.state),
+                create_route=self.verdict(),
+                event=event,
+                other_checks=other_checks or {},
+            )
         )
 
     def evaluation_line(self, day: int) -> None:
@@ -166,9 +241,9 @@ class Simulation:
             event += f": {state_name(change.state_before)} -> {state_name(change.state_after)}"
         if status.HasField("grace_end_time") and judged.state_before == pb.RUNTIME_STATE_NORMAL:
             event += f", grace ends {clock_text(status.grace_end_time.seconds)}"
-        self.line(event, usage=f"{judged.peak_cores}/{judged.max_dp_cores} peak")
+        self.line(event, peak=judged)
 
-    def run(self, vendor: Vendor) -> list[str]:
+    def run(self, vendor: Vendor) -> list[TimelineRow]:
         fleet = self.fleet
         self.at(0, 8)
         self.admin.upload(vendor.issue("LIC-SIM-1", 16))
@@ -190,13 +265,13 @@ class Simulation:
                 )
             if day == 8:
                 self.at(day, 9)
-                denied = self.control_plane.check_write("route", Operation.CREATE)
-                indent = " " * 56
-                self.timeline.append(f"{indent}CheckWrite says: {denied.message}")
-                self.timeline.append(
-                    f"{indent}read route: {self.write_verdict('route', Operation.READ)}, "
-                    f"delete route: {self.write_verdict('route', Operation.DELETE)}, "
-                    f"upload license: {self.write_verdict('license', Operation.CREATE)}"
+                self.line(
+                    "every kind of operation asked about",
+                    other_checks={
+                        "read route": self.verdict("route", Operation.READ),
+                        "delete route": self.verdict("route", Operation.DELETE),
+                        "upload license": self.verdict("license", Operation.CREATE),
+                    },
                 )
             if day == 9:
                 self.at(day, 10)
@@ -246,6 +321,9 @@ def simulated_server(data_dir: Path, vendor: Vendor, clock: ManualClock) -> Iter
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--verbose", action="store_true", help="show the server's log on stderr")
+    parser.add_argument(
+        "--json", action="store_true", help="print the timeline as a JSON list of rows"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.CRITICAL,
@@ -258,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="licensing-sim-") as tmp,
         simulated_server(Path(tmp), vendor, clock) as simulation,
     ):
+        if args.json:
+            print(json.dumps([row.as_json() for row in simulation.run(vendor)], indent=2))
+            return 0
         print(
             f"LicenseService simulation: a real server on 127.0.0.1:{simulation.running.port}, "
             f"a simulated clock, {DAYS} days"
@@ -270,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{'day':>3}  {'time (UTC)':<16}  {'cores/quota':>13}  {'state':<16}  "
             f"{'create route':<22}  event"
         )
-        for line in simulation.run(vendor):
-            print(line, flush=True)
+        for row in simulation.run(vendor):
+            print("\n".join(row.lines()), flush=True)
     return 0
 
 

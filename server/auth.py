@@ -31,6 +31,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     SERVICE + "ReportUsage": frozenset({Role.ADMIN, Role.GATEWAY}),
     SERVICE + "CheckWrite": frozenset({Role.ADMIN, Role.CONTROL_PLANE}),
     SERVICE + "GetUsageHistory": frozenset({Role.ADMIN, Role.CONTROL_PLANE}),
+    SERVICE + "ListPeakInstances": frozenset({Role.ADMIN, Role.CONTROL_PLANE}),
 }
 
 

@@ -43,6 +43,7 @@ from server.domain.license import (
     verify_license,
     verify_signed,
 )
+from server.domain.refusal import Refused
 from server.domain.runtime import (
     OBSERVED_SHARE,
     Calendar,
@@ -64,6 +65,10 @@ log = logging.getLogger("licensing")
 # GetStatus's answer (and its current totals) may be this old while nothing else changes,
 # so a status call never scans the fleet.
 STATUS_MAX_AGE = 1.0
+# Peak instances in a usage history, so the answer stays well under the 4 MiB message limit
+# even with 128-character instance IDs; `peak_instances` pages through a day's whole list.
+PEAK_INSTANCES_PER_DAY = 1_000
+PEAK_INSTANCES_PER_HISTORY = 10_000
 
 
 class LicenseSource(StrEnum):
@@ -134,6 +139,8 @@ class DayRecord:
     ends_at: float | None = None
     observed_seconds: float | None = None
     observed: bool = True
+    # peak_instances holds only the first of them (a usage history's bound)
+    peak_instances_truncated: bool = False
 
     @staticmethod
     def from_row(row: Mapping[str, Any]) -> DayRecord:
@@ -287,6 +294,18 @@ class UsageHistory:
     days: list[DayRecord]
     state_changes: list[StateChange]
     max_dp_cores: int | None
+
+
+@dataclass(frozen=True)
+class PeakInstancesPage:
+    """Some of the instances that made up one day's peak, and how many there are in all."""
+
+    instances: list[tuple[str, int]]
+    total: int
+
+
+class InvalidDay(Refused):
+    pass
 
 
 @dataclass
@@ -729,9 +748,27 @@ class LicensingService:
     ) -> UsageHistory:
         rows = self._store.day_evaluations(days, with_instances=with_instances, day=day)
         records = [DayRecord.from_row(r) for r in rows]
+        if with_instances:
+            records = _bounded_peak_instances(records)
         changes = [StateChange.from_row(r) for r in self._store.state_changes(100)]
         active = self._active
         return UsageHistory(records, changes, active.license.max_dp_cores if active else None)
+
+    def peak_instances(self, day: str, offset: int, limit: int) -> PeakInstancesPage | None:
+        """`limit` of the instances that made up `day`'s peak from `offset`; None if not evaluated.
+
+        Raises InvalidDay when `day` is not a date.
+        """
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            raise InvalidDay(
+                "INVALID_ARGUMENT", f"day must be a date, YYYY-MM-DD; got {day[:40]!r}"
+            ) from None
+        instances = self._store.peak_instances(day)
+        if instances is None:
+            return None
+        return PeakInstancesPage(instances[offset : offset + limit], len(instances))
 
     # --- the evaluator's work ----------------------------------------------------------
 
@@ -832,6 +869,23 @@ class LicensingService:
 
 def _standing_row(standing: Standing) -> StandingRow:
     return StandingRow(standing.state.value, standing.episode_grace_ends_at)
+
+
+def _bounded_peak_instances(records: list[DayRecord]) -> list[DayRecord]:
+    """Each day's first PEAK_INSTANCES_PER_DAY, PEAK_INSTANCES_PER_HISTORY in all, newest first."""
+    left = PEAK_INSTANCES_PER_HISTORY
+    bounded = []
+    for record in records:
+        keep = min(len(record.peak_instances), PEAK_INSTANCES_PER_DAY, left)
+        left -= keep
+        if keep < len(record.peak_instances):
+            record = replace(
+                record,
+                peak_instances=record.peak_instances[:keep],
+                peak_instances_truncated=True,
+            )
+        bounded.append(record)
+    return bounded
 
 
 def _evaluation_cause(

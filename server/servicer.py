@@ -20,6 +20,7 @@ from server.domain.refusal import Refused
 from server.domain.runtime import RuntimeState
 from server.domain.usage import DEFAULT_HISTORY_DAYS, check_history_request
 from server.errors import abort, refuse
+from server.paging import requested_page
 from server.service import (
     DayRecord,
     LicenseFileReport,
@@ -103,6 +104,7 @@ def day_proto(record: DayRecord, with_instances: bool) -> pb.DayUsage:
         message.peak_instances.extend(
             pb.InstanceUsage(instance_id=i, cores=c) for i, c in record.peak_instances
         )
+        message.peak_instances_truncated = record.peak_instances_truncated
     return message
 
 
@@ -311,4 +313,27 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
             ],
             state_changes=[state_change_proto(c) for c in history.state_changes],
             max_dp_cores=history.max_dp_cores or 0,
+        )
+
+    def ListPeakInstances(
+        self, request: pb.ListPeakInstancesRequest, context: grpc.ServicerContext
+    ) -> pb.ListPeakInstancesResponse:
+        try:
+            page = requested_page(
+                f"peak-instances/{request.day}", request.page_size, request.page_token
+            )
+            found = self._service.peak_instances(request.day, page.offset, page.size)
+        except Refused as refusal:
+            refuse(context, refusal)
+        if found is None:
+            abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                "DAY_NOT_EVALUATED",
+                f"{request.day} has not been evaluated",
+            )
+        return pb.ListPeakInstancesResponse(
+            instances=[pb.InstanceUsage(instance_id=i, cores=c) for i, c in found.instances],
+            next_page_token=page.next_token(found.total),
+            total_size=found.total,
         )

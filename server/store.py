@@ -468,8 +468,9 @@ class Store:
         high_water_at: float,
     ) -> None:
         """Inside a transaction: the runtime state, its change if any, and the time seen."""
-        db.table("service_state").update(
-            1, {"runtime_state": standing.runtime_state, "grace_ends_at": standing.grace_ends_at}
+        db.execute(
+            "UPDATE service_state SET runtime_state = ?, grace_ends_at = ? WHERE id = 1",
+            [standing.runtime_state, standing.grace_ends_at],
         )
         if change is not None:
             db.table("state_changes").insert(
@@ -568,6 +569,20 @@ class Store:
                 json.loads(row["peak_instances"] or "[]") if with_instances else []
             )
         return rows
+
+    def peak_instances(self, day: str) -> list[tuple[str, int]] | None:
+        """The (instance_id, cores) that made up `day`'s peak; None if it was not evaluated.
+
+        They are kept as one JSON list per day and paged in Python: a day is written once,
+        so an offset into its list names the same instance on every read.
+        """
+        with self._write_lock:
+            row = self.db.execute(
+                "SELECT peak_instances FROM day_evaluations WHERE day = ?", [day]
+            ).fetchone()
+        if row is None:
+            return None
+        return [(str(i), int(c)) for i, c in json.loads(row[0] or "[]")]
 
     def state_changes(self, limit: int) -> list[StateChangeRow]:
         with self._write_lock:

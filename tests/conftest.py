@@ -25,12 +25,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import settings
 from licensing.client import LicensingClient
 
 from server.app import RunningServer, run_server
 from server.config import load_config
 from server.domain.clock import SECONDS_PER_DAY, ManualClock
 from server.domain.license import iso_time, issue_license, public_key_pem
+from server.store import StandingRow, Store
 
 VENDOR_KID = "vendor-test"
 ADMIN_TOKEN = "admin-secret-token"
@@ -40,6 +42,12 @@ DEPLOYMENT_ID = "deployment-under-test"
 # 2027-01-01T10:00:00Z: the tests' deployment starts mid-morning
 START = datetime(2027, 1, 1, 10, 0, tzinfo=UTC).timestamp()
 DAY = SECONDS_PER_DAY
+
+# Property tests: no deadlines (no timed assertions); in CI the same examples every run, so a
+# red build reproduces, while a developer's runs keep exploring and remember what failed.
+settings.register_profile("ci", deadline=None, derandomize=True, database=None)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def deployment_pins(when: float, deployment_id: str = DEPLOYMENT_ID) -> tuple[str, ...]:
@@ -125,6 +133,33 @@ def server_config(
         ],
         environ=TOKENS if environ is None else environ,
     )
+
+
+def store_evaluated_days(data_dir: Path, instances_by_day: dict[str, list[str]]) -> None:
+    """Evaluated days whose peak was these instances at 2 cores each, as the evaluator stores
+    them, in a data directory no server runs on yet."""
+    store = Store(data_dir)
+    try:
+        for day, ids in instances_by_day.items():
+            store.record_evaluation(
+                {
+                    "day": day,
+                    "peak_cores": 2 * len(ids),
+                    "peak_at": START - DAY / 2,
+                    "peak_instances": [[instance_id, 2] for instance_id in ids],
+                    "max_dp_cores": None,
+                    "license_serial_number": "",
+                    "state_before": "NORMAL",
+                    "state_after": "NORMAL",
+                    "grace_ends_at": None,
+                    "evaluated_at": START - DAY / 3,
+                },
+                StandingRow("NORMAL", None),
+                None,
+                START - DAY / 3,
+            )
+    finally:
+        store.close()
 
 
 @dataclass

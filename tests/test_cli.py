@@ -21,6 +21,7 @@ from conftest import (
     free_port,
     midnight_after,
     self_signed_certificate,
+    store_evaluated_days,
 )
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -371,3 +372,32 @@ def test_status_over_tls_trusts_the_given_ca_certificate(
     # a TLS server is not reachable in plaintext
     plaintext = operator(harness, "--timeout", "3", "status")
     assert plaintext.returncode == 3
+
+
+def test_usage_of_one_day_with_instances_lists_every_instance_of_its_peak(
+    tmp_path: Path, make_harness: Callable[..., Harness]
+) -> None:
+    # more than the server's default page, and more than a usage history carries per day
+    ids = [f"gw-{n:04d}" for n in range(2_500)]
+    store_evaluated_days(tmp_path / "data", {"2026-12-31": ids})
+    harness = make_harness()
+
+    shown = operator(harness, "usage", "--day", "2026-12-31", "--instances")
+    assert shown.returncode == 0, shown.stderr
+    assert "peak at 2026-12-31T22:00:00Z from 2500 instances:" in shown.stdout
+    listed = [line.split()[0] for line in shown.stdout.splitlines() if line.startswith("      ")]
+    assert listed == ids
+
+    as_json = operator(harness, "usage", "--day", "2026-12-31", "--instances", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    [day] = json.loads(as_json.stdout)["days"]
+    assert [i["instance_id"] for i in day["peak_instances"]] == ids
+    assert day["peak_instances_truncated"] is False
+
+    # over several days each day shows its first 1,000 and says where the rest are
+    several = operator(harness, "usage", "--days", "3", "--instances")
+    assert several.returncode == 0, several.stderr
+    assert (
+        "peak at 2026-12-31T22:00:00Z; the first 1000 instances of more "
+        "(every one: licensectl usage --day 2026-12-31 --instances):"
+    ) in several.stdout

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
+from typing import Any
+
 import pytest
 
 from server.domain.decision import (
     DecisionReason,
     Enforcement,
+    InvalidWriteCheck,
     Operation,
     WarningKind,
+    check_request,
 )
 from server.domain.license import License, iso_time
 from server.domain.runtime import NORMAL, RuntimeState, Standing
@@ -135,3 +141,212 @@ def test_an_expiry_within_30_days_carries_a_warning_with_the_days_left(
     assert kinds == ([WarningKind.LICENSE_EXPIRING] if warned else [])
     if warned:
         assert "in 29 days" in decision.warnings[0].message
+
+
+# --- what every answer carries, in words a person understands ---------------------------
+
+EXCEEDED = Standing(RuntimeState.DP_CORE_EXCEEDED, GRACE_END)
+RESTRICTED = Standing(RuntimeState.RESTRICTED)
+
+
+@pytest.mark.parametrize("standing", [NORMAL, EXCEEDED, RESTRICTED], ids=lambda s: s.state)
+@pytest.mark.parametrize("lic", [LICENSE, None], ids=["licensed", "no-license"])
+def test_every_answer_carries_allowed_the_runtime_state_and_the_serial_number(
+    standing: Standing, lic: License | None
+) -> None:
+    rules = enforcement(standing, lic)
+    for resource, operation, now in itertools.product(
+        ["route", "license"], Operation, [NOW, LICENSE.expires_at]
+    ):
+        decision = rules.decide(resource, operation, "", now)
+        assert type(decision.allowed) is bool
+        assert decision.state is standing.state
+        assert decision.serial_number == ("LIC-0001" if lic else "")
+
+
+def licensed_with(*features: str) -> License:
+    return replace(LICENSE, features=features)
+
+
+@pytest.mark.parametrize(
+    ("given", "resource", "operation", "feature", "message"),
+    [
+        (dict(), "route", Operation.CREATE, "", "allowed"),
+        (dict(), "route", Operation.READ, "", "reads are always allowed"),
+        (
+            dict(),
+            "route",
+            Operation.DELETE,
+            "",
+            "deletes are always allowed, so configuration can always be removed",
+        ),
+        (
+            dict(standing=RESTRICTED),
+            "license",
+            Operation.UPDATE,
+            "",
+            "the license itself may always be managed",
+        ),
+        (
+            dict(standing=EXCEEDED),
+            "route",
+            Operation.CREATE,
+            "",
+            "allowed during the grace period, which ends 2027-01-20T08:00:00Z",
+        ),
+        (
+            dict(standing=RESTRICTED),
+            "route",
+            Operation.UPDATE,
+            "",
+            "restricted: data-plane core usage exceeded the licensed 16 cores past the 7-day "
+            "grace period; cannot update route. Scale the gateways down or upload a license "
+            "with more cores",
+        ),
+        (
+            dict(lic=None),
+            "route",
+            Operation.UPDATE,
+            "",
+            "no license is installed: cannot update route; upload a license first",
+        ),
+        (
+            dict(ends_at=NOW - 1),
+            "route",
+            Operation.CREATE,
+            "",
+            "license LIC-0001 ended 2027-01-15T07:59:59Z: cannot create route; upload a new "
+            "license",
+        ),
+        (
+            dict(),
+            "portal",
+            Operation.CREATE,
+            "api7-portal",
+            "portal needs feature 'api7-portal', which license LIC-0001 does not include "
+            "(it has: api7-gateway)",
+        ),
+        (
+            dict(lic=licensed_with("b-feature", "a-feature")),
+            "portal",
+            Operation.UPDATE,
+            "api7-portal",
+            "portal needs feature 'api7-portal', which license LIC-0001 does not include "
+            "(it has: a-feature, b-feature)",
+        ),
+        (
+            dict(lic=licensed_with()),
+            "portal",
+            Operation.CREATE,
+            "api7-portal",
+            "portal needs feature 'api7-portal', which license LIC-0001 does not include "
+            "(it has: none)",
+        ),
+    ],
+    ids=[
+        "licensed",
+        "read",
+        "delete",
+        "license",
+        "grace",
+        "restricted",
+        "no-license",
+        "expired",
+        "feature",
+        "features-sorted",
+        "no-features",
+    ],
+)
+def test_each_answer_says_why_in_words(
+    given: dict[str, Any], resource: str, operation: Operation, feature: str, message: str
+) -> None:
+    rules = enforcement(**given)
+    assert rules.decide(resource, operation, feature, NOW).message == message
+
+
+@pytest.mark.parametrize(
+    ("given", "now", "warnings"),
+    [
+        (
+            dict(standing=EXCEEDED),
+            NOW,
+            [
+                "data-plane core usage exceeds the licensed 16 cores; the grace period ends "
+                "2027-01-20T08:00:00Z, after which creating and updating configuration is blocked"
+            ],
+        ),
+        (
+            dict(standing=RESTRICTED),
+            NOW,
+            [
+                "data-plane core usage exceeded the licensed 16 cores past the grace period: "
+                "creating and updating configuration is blocked; scale the gateways down or "
+                "upload a license with more cores"
+            ],
+        ),
+        (
+            dict(ends_at=NOW),
+            NOW,
+            [
+                "license LIC-0001 ended 2027-01-15T08:00:00Z: creating and updating "
+                "configuration is blocked until a new license is uploaded"
+            ],
+        ),
+        (
+            dict(ends_at=NOW + 1.5 * DAY),
+            NOW,
+            ["license LIC-0001 ends 2027-01-16T20:00:00Z, in 1 day: plan the renewal"],
+        ),
+        (
+            dict(ends_at=NOW + 2.5 * DAY),
+            NOW,
+            ["license LIC-0001 ends 2027-01-17T20:00:00Z, in 2 days: plan the renewal"],
+        ),
+    ],
+    ids=["grace", "restricted", "ended", "one-day-left", "two-days-left"],
+)
+def test_each_warning_says_what_happens_and_what_to_do(
+    given: dict[str, Any], now: float, warnings: list[str]
+) -> None:
+    rules = enforcement(**given)
+    assert [w.message for w in rules.warnings(now)] == warnings
+    assert [w.message for w in rules.decide("route", Operation.CREATE, "", now).warnings] == (
+        warnings
+    )
+
+
+def test_the_expiry_warning_starts_just_after_30_days_before_the_end() -> None:
+    rules = enforcement(ends_at=NOW + 30 * DAY)
+    assert rules.warnings(NOW) == ()
+    assert rules.decide("route", Operation.CREATE, "", NOW).warnings == ()
+    just_after = NOW + 0.001
+    assert [w.kind for w in rules.warnings(just_after)] == [WarningKind.LICENSE_EXPIRING]
+    [warning] = rules.decide("route", Operation.CREATE, "", just_after).warnings
+    assert "in 29 days" in warning.message
+
+
+def test_at_its_end_instant_a_license_warns_that_it_ended() -> None:
+    rules = enforcement(ends_at=NOW)
+    assert [w.kind for w in rules.warnings(NOW - 0.001)] == [WarningKind.LICENSE_EXPIRING]
+    assert [w.kind for w in rules.warnings(NOW)] == [WarningKind.LICENSE_EXPIRED]
+
+
+def test_without_a_license_nothing_expires() -> None:
+    rules = Enforcement(None, NOW, NORMAL, expiry_warning_days=30)
+    assert rules.warnings(NOW + DAY) == ()
+    assert rules.decide("route", Operation.CREATE, "", NOW + DAY).reason is (
+        DecisionReason.NO_LICENSE
+    )
+
+
+@pytest.mark.parametrize("resource_type", ["r", "x" * 128])
+def test_a_resource_type_of_1_to_128_characters_may_be_asked_about(resource_type: str) -> None:
+    check_request(resource_type, "")
+
+
+@pytest.mark.parametrize("resource_type", ["", "x" * 129])
+def test_any_other_resource_type_is_refused(resource_type: str) -> None:
+    with pytest.raises(InvalidWriteCheck) as raised:
+        check_request(resource_type, "")
+    assert raised.value.reason == "INVALID_RESOURCE_TYPE"
+    assert raised.value.message == "resource_type must be 1 to 128 characters, e.g. 'route'"

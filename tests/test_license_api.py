@@ -23,6 +23,7 @@ from conftest import (
     Harness,
     Vendor,
     make_vendor,
+    midnight_after,
 )
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import descriptor_pb2
@@ -495,10 +496,21 @@ def test_a_gateway_token_may_not_upload(harness: Harness, vendor: Vendor) -> Non
     [
         (
             ADMIN_TOKEN,
-            {"Upload", "Validate", "GetStatus", "ReportUsage", "CheckWrite", "GetUsageHistory"},
+            {
+                "Upload",
+                "Validate",
+                "GetStatus",
+                "ReportUsage",
+                "CheckWrite",
+                "GetUsageHistory",
+                "ListPeakInstances",
+            },
         ),
         (GATEWAY_TOKEN, {"ReportUsage"}),
-        (CONTROL_PLANE_TOKEN, {"GetStatus", "CheckWrite", "GetUsageHistory"}),
+        (
+            CONTROL_PLANE_TOKEN,
+            {"GetStatus", "CheckWrite", "GetUsageHistory", "ListPeakInstances"},
+        ),
     ],
     ids=["admin", "gateway", "control-plane"],
 )
@@ -512,7 +524,9 @@ def test_each_role_may_call_exactly_its_methods(
         "ReportUsage": lambda c: c.report_usage("gw-1", 2),
         "CheckWrite": lambda c: c.check_write("route", Operation.READ),
         "GetUsageHistory": lambda c: c.usage_history(),
+        "ListPeakInstances": lambda c: c.peak_instances_page("2027-01-01"),
     }
+    harness.advance_to(midnight_after(START) + 60)  # 2027-01-01 is evaluated
     with harness.client(token) as client:
         for method, call in calls.items():
             if method in allowed:

@@ -27,6 +27,11 @@ MIDNIGHT = datetime(2027, 1, 2, tzinfo=UTC).timestamp()
 GRACE_END = datetime(2027, 1, 9, tzinfo=UTC).timestamp()
 
 
+def utc(text: str) -> float:
+    """A literal UTC instant, "YYYY-MM-DD HH:MM", as seconds since the epoch."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
 def exceeded(grace_ends_at: float = GRACE_END) -> Standing:
     return Standing(RuntimeState.DP_CORE_EXCEEDED, grace_ends_at)
 
@@ -123,6 +128,8 @@ def test_a_grace_period_started_by_a_license_change_ends_7_days_after_that_momen
     assert at_license_change(NORMAL, 20, QUOTA, moment) == exceeded(
         datetime(2027, 1, 9, 10, 30, tzinfo=UTC).timestamp()
     )
+    # 7 x 24 hours, whatever the calendar does in between
+    assert grace_end_after_moment(utc("2027-03-25 10:30")) == utc("2027-04-01 10:30")
 
 
 def test_a_license_change_still_below_the_peak_never_moves_the_grace_end_later() -> None:
@@ -233,43 +240,43 @@ def test_the_grace_end_after_a_midnight_is_7_calendar_days_later_across_daylight
 # --- each instant in exactly one evaluated day, whatever the time zone ------------------
 
 
-def utc(*fields: int) -> float:
+def utc_at(*fields: int) -> float:
     return datetime(*fields, tzinfo=UTC).timestamp()  # type: ignore[misc]
 
 
 def test_the_day_after_a_utc_day_in_los_angeles_starts_where_it_ended_and_is_longer() -> None:
-    last = DayWindow(date(2027, 1, 5), utc(2027, 1, 5), utc(2027, 1, 6))
+    last = DayWindow(date(2027, 1, 5), utc_at(2027, 1, 5), utc_at(2027, 1, 6))
     following = Calendar(ZoneInfo("America/Los_Angeles")).window_after(last)
     # the next Los Angeles midnight after 2027-01-06T00:00Z ends 2027-01-06 there (08:00Z)
-    assert following == DayWindow(date(2027, 1, 6), utc(2027, 1, 6), utc(2027, 1, 7, 8))
+    assert following == DayWindow(date(2027, 1, 6), utc_at(2027, 1, 6), utc_at(2027, 1, 7, 8))
 
 
 def test_the_day_after_a_utc_day_in_tokyo_starts_where_it_ended_and_is_shorter() -> None:
-    last = DayWindow(date(2027, 1, 5), utc(2027, 1, 5), utc(2027, 1, 6))
+    last = DayWindow(date(2027, 1, 5), utc_at(2027, 1, 5), utc_at(2027, 1, 6))
     following = Calendar(ZoneInfo("Asia/Tokyo")).window_after(last)
-    assert following == DayWindow(date(2027, 1, 6), utc(2027, 1, 6), utc(2027, 1, 6, 15))
+    assert following == DayWindow(date(2027, 1, 6), utc_at(2027, 1, 6), utc_at(2027, 1, 6, 15))
 
 
 def test_from_kiritimati_to_honolulu_no_hour_is_skipped() -> None:
     # Kiritimati is UTC+14: its 2027-01-05 ends at 10:00Z on the 5th
-    last = DayWindow(date(2027, 1, 5), utc(2027, 1, 4, 10), utc(2027, 1, 5, 10))
+    last = DayWindow(date(2027, 1, 5), utc_at(2027, 1, 4, 10), utc_at(2027, 1, 5, 10))
     following = Calendar(ZoneInfo("Pacific/Honolulu")).window_after(last)
     assert following.starts_at == last.ends_at
     # Honolulu (UTC-10) ends 2027-01-06 at 10:00Z on the 7th: a 48-hour day
-    assert following == DayWindow(date(2027, 1, 6), utc(2027, 1, 5, 10), utc(2027, 1, 7, 10))
+    assert following == DayWindow(date(2027, 1, 6), utc_at(2027, 1, 5, 10), utc_at(2027, 1, 7, 10))
 
 
 def test_from_honolulu_to_kiritimati_a_day_that_would_be_empty_is_passed_over() -> None:
     # Honolulu's 2027-01-05 ends at 10:00Z on the 6th, which is where Kiritimati's 06 ends too
-    last = DayWindow(date(2027, 1, 5), utc(2027, 1, 5, 10), utc(2027, 1, 6, 10))
+    last = DayWindow(date(2027, 1, 5), utc_at(2027, 1, 5, 10), utc_at(2027, 1, 6, 10))
     following = Calendar(ZoneInfo("Pacific/Kiritimati")).window_after(last)
-    assert following == DayWindow(date(2027, 1, 7), utc(2027, 1, 6, 10), utc(2027, 1, 7, 10))
+    assert following == DayWindow(date(2027, 1, 7), utc_at(2027, 1, 6, 10), utc_at(2027, 1, 7, 10))
 
 
 def test_consecutive_days_in_one_zone_are_its_calendar_days() -> None:
     calendar = Calendar(ZoneInfo("Europe/Berlin"))
-    first = calendar.first_window(utc(2027, 3, 27, 12))
+    first = calendar.first_window(utc_at(2027, 3, 27, 12))
     second = calendar.window_after(first)
-    assert first == DayWindow(date(2027, 3, 27), utc(2027, 3, 26, 23), utc(2027, 3, 27, 23))
+    assert first == DayWindow(date(2027, 3, 27), utc_at(2027, 3, 26, 23), utc_at(2027, 3, 27, 23))
     # the day clocks go forward is 23 hours long
-    assert second == DayWindow(date(2027, 3, 28), utc(2027, 3, 27, 23), utc(2027, 3, 28, 22))
+    assert second == DayWindow(date(2027, 3, 28), utc_at(2027, 3, 27, 23), utc_at(2027, 3, 28, 22))

@@ -54,10 +54,40 @@ def test_a_database_newer_than_the_server_is_refused_and_left_alone(tmp_path: Pa
     assert user_version(path) == len(MIGRATIONS) + 1
 
 
+def database_content(path: Path) -> tuple[int, list[str]]:
+    """The schema version and every schema statement and row, as SQL."""
+    with closing(sqlite3.connect(path)) as db:
+        return user_version(path), list(db.iterdump())
+
+
+def a_row_in_every_table(store: Store) -> None:
+    """One row of distinct values in each table, whatever columns a migration gave it."""
+    with store.transaction() as db:
+        for n, table in enumerate(db.table_names()):
+            columns = db.execute(f"PRAGMA table_info({table})").fetchall()
+            row = {}
+            for column in columns:
+                name, kind = column[1], column[2].upper()
+                if kind == "INTEGER":
+                    row[name] = 1 if column[5] else 1000 + n
+                elif kind in ("REAL", "FLOAT"):
+                    row[name] = 1_800_000_000.5 + n
+                else:
+                    row[name] = f"{table}.{name}"
+            db.table(table).insert(row, replace=True)
+
+
 def test_reopening_a_current_database_changes_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    a_row_in_every_table(store)
+    store.close()
+    path = tmp_path / DATABASE_NAME
+    before = database_content(path)
+    assert before[0] == len(MIGRATIONS)
+    assert any(line.startswith('INSERT INTO "usage_intervals"') for line in before[1])
+
     Store(tmp_path).close()
-    Store(tmp_path).close()
-    assert user_version(tmp_path / DATABASE_NAME) == len(MIGRATIONS)
+    assert database_content(path) == before
 
 
 # A command prefix under which root too is held to file permissions: without these

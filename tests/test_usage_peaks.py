@@ -173,6 +173,17 @@ def test_a_bad_instance_id_is_rejected(instance_id: str) -> None:
     assert raised.value.reason == "INVALID_INSTANCE_ID"
 
 
+def test_a_refused_report_says_what_a_good_one_looks_like() -> None:
+    with pytest.raises(UsageRejected) as bad_id:
+        check_report("gw 1", 8, False)
+    assert bad_id.value.message == (
+        "instance_id must be 1 to 128 characters of letters, digits and '._:-'"
+    )
+    with pytest.raises(UsageRejected) as bad_cores:
+        check_report("gw-1", 0, False)
+    assert bad_cores.value.message == "cores must be 1 to 4096 (or 0 together with stopping); got 0"
+
+
 @pytest.mark.parametrize(
     ("cores", "stopping"), [(0, False), (-1, False), (-1, True), (MAX_CORES + 1, False)]
 )
@@ -191,5 +202,42 @@ def test_bad_cores_are_rejected(cores: int, stopping: bool) -> None:
         ("gw-1", 0, True),
     ],
 )
-def test_good_reports_are_accepted(instance_id: str, cores: int, stopping: bool) -> None:
+def test_a_good_report_is_accepted_and_counts_its_cores_or_stops_the_instance(
+    instance_id: str, cores: int, stopping: bool
+) -> None:
     check_report(instance_id, cores, stopping)
+    fleet = Fleet()
+    fleet.report(instance_id, 2, DAY_START)
+    fleet.report(instance_id, cores, DAY_START + 1, stopping=stopping)
+    if stopping:
+        assert fleet.tracker.current_total(DAY_START + 1) == (0, 0)
+        assert fleet.rows[1][1:] == (instance_id, 2, DAY_START, DAY_START + 1, DAY_START + 1)
+    else:
+        assert fleet.tracker.current_total(DAY_START + 1) == (cores, 1)
+        assert fleet.peak(DAY_START + 1, DAY_END) == cores
+        assert fleet.rows[2][1:] == (instance_id, cores, DAY_START + 1, DAY_START + 1, None)
+
+
+# --- what the service watches to know the current total changed ------------------------
+
+
+def test_the_trackers_version_moves_forward_whenever_an_instance_starts_or_stops_counting() -> None:
+    fleet = Fleet()
+    versions = [fleet.tracker.version]
+
+    def moved() -> bool:
+        versions.append(fleet.tracker.version)
+        return versions[-1] > versions[-2]
+
+    fleet.report("gw-1", 8, DAY_START)
+    assert moved(), "started"
+    fleet.report("gw-1", 8, DAY_START + 10)
+    assert not moved(), "the same cores again change nothing"
+    fleet.report("gw-2", 4, DAY_START + 11)
+    assert moved(), "another started"
+    fleet.report("gw-1", 0, DAY_START + 12, stopping=True)
+    assert moved(), "stopped"
+    fleet.expire(DAY_START + 11 + TTL)
+    assert moved(), "lapsed"
+    fleet.report("gw-3", 2, DAY_START + 100)
+    assert moved(), "started again"

@@ -5,7 +5,8 @@
     licensectl upload FILE            verify and apply it; FILE may be "-" for stdin
     licensectl usage [--days N | --day YYYY-MM-DD] [--instances]
                                       each day's peak against the quota (and the instances
-                                      that made it up), and the recent state changes
+                                      that made it up: all of them with --day, the first
+                                      1,000 a day otherwise), and the recent state changes
 
 Options (before or after the command):
     --server HOST:PORT   default $LICENSING_SERVER, else 127.0.0.1:7443
@@ -415,7 +416,15 @@ def peak_instance_lines(day: pb.DayUsage) -> list[str]:
     if not day.HasField("peak_time"):
         return ["    no usage reported"]
     instances = sorted(day.peak_instances, key=lambda i: (-i.cores, i.instance_id))
-    lines = [f"    peak at {iso_time(day.peak_time)} from {plural(len(instances), 'instance')}:"]
+    if day.peak_instances_truncated:
+        lines = [
+            f"    peak at {iso_time(day.peak_time)}; the first {plural(len(instances), 'instance')}"
+            f" of more (every one: licensectl usage --day {day.day} --instances):"
+        ]
+    else:
+        lines = [
+            f"    peak at {iso_time(day.peak_time)} from {plural(len(instances), 'instance')}:"
+        ]
     lines += [f"      {i.instance_id}  {plural(i.cores, 'core')}" for i in instances]
     return lines
 
@@ -535,8 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument(
         "--instances",
         action="store_true",
-        help="also list the instances that made up each day's peak (a large fleet makes this "
-        "long: pair it with --day or a small --days)",
+        help="also list the instances that made up each day's peak: every one of them with "
+        "--day (fetched a page at a time), else at most 1,000 a day",
     )
     return parser
 
@@ -572,15 +581,28 @@ def run(
         status = client.status()
         return status, render_status(status), EXIT_OK
     if args.command == "usage":
-        history = client.usage_history(
-            args.days, include_peak_instances=args.instances, day=args.day or ""
-        )
+        if args.day and args.instances:
+            history = usage_of_one_day_with_every_peak_instance(client, args.day)
+        else:
+            history = client.usage_history(
+                args.days, include_peak_instances=args.instances, day=args.day or ""
+            )
         return history, render_usage(history, args.instances, args.day), EXIT_OK
     if args.command == "validate":
         verdict = client.validate(license_text)
         return verdict, render_validate(verdict), EXIT_OK if verdict.valid else EXIT_REJECTED
     outcome = client.upload(license_text)
     return outcome, render_upload(outcome), EXIT_OK
+
+
+def usage_of_one_day_with_every_peak_instance(
+    client: LicensingClient, day: str
+) -> pb.GetUsageHistoryResponse:
+    """One day's usage with all its peak instances, however many: they come a page at a time."""
+    history = client.usage_history(day=day)
+    for evaluated in history.days:
+        evaluated.peak_instances.extend(client.peak_instances(evaluated.day))
+    return history
 
 
 def failure(error: LicensingError, args: argparse.Namespace) -> tuple[str, int]:

@@ -11,7 +11,7 @@ reason code from the google.rpc.ErrorInfo in the status details.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import IntEnum
 from types import TracebackType
 from typing import Any, TypeVar
@@ -161,4 +161,27 @@ class LicensingClient:
                 days=days, include_peak_instances=include_peak_instances, day=day
             ),
             pb.GetUsageHistoryResponse,
+        )
+
+    def peak_instances(self, day: str, *, page_size: int = 0) -> Iterator[pb.InstanceUsage]:
+        """Every instance that made up `day`'s peak, in instance_id order, a page per call.
+
+        Raises LicensingError(reason=DAY_NOT_EVALUATED) for a day not evaluated.
+        """
+        page_token = ""
+        while True:
+            page = self.peak_instances_page(day, page_size=page_size, page_token=page_token)
+            yield from page.instances
+            page_token = page.next_page_token
+            if not page_token:
+                return
+
+    def peak_instances_page(
+        self, day: str, *, page_size: int = 0, page_token: str = ""
+    ) -> pb.ListPeakInstancesResponse:
+        """One page of `day`'s peak instances (page_size 0: the server's default)."""
+        return self._call(
+            self._stub.ListPeakInstances,
+            pb.ListPeakInstancesRequest(day=day, page_size=page_size, page_token=page_token),
+            pb.ListPeakInstancesResponse,
         )

@@ -106,6 +106,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_LICENSE_FILE_TOO_LARGE: _ErrorReason.ValueType  # 19
     """LicenseFileStatus only: the file is larger than 1 MiB; no license is."""
+    ERROR_REASON_DAY_NOT_EVALUATED: _ErrorReason.ValueType  # 20
+    """ListPeakInstances: the day has not been evaluated (yet, or ever)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists every reason an error's google.rpc.ErrorInfo can carry.
@@ -159,6 +161,8 @@ FIFO, a device, a socket); it is not read.
 """
 ERROR_REASON_LICENSE_FILE_TOO_LARGE: ErrorReason.ValueType  # 19
 """LicenseFileStatus only: the file is larger than 1 MiB; no license is."""
+ERROR_REASON_DAY_NOT_EVALUATED: ErrorReason.ValueType  # 20
+"""ListPeakInstances: the day has not been evaluated (yet, or ever)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _LicenseRejectionReason:
@@ -969,6 +973,7 @@ class DayUsage(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     OBSERVED_DURATION_FIELD_NUMBER: _builtins.int
     OBSERVED_FIELD_NUMBER: _builtins.int
+    PEAK_INSTANCES_TRUNCATED_FIELD_NUMBER: _builtins.int
     day: _builtins.str
     """YYYY-MM-DD in the configured time zone."""
     peak_cores: _builtins.int
@@ -982,6 +987,10 @@ class DayUsage(_message.Message):
     was not observed and is within the quota proves nothing: it leaves the
     state as it was.
     """
+    peak_instances_truncated: _builtins.bool
+    """True when peak_instances holds only the first of the day's peak
+    instances (or none): ListPeakInstances pages through all of them.
+    """
     @_builtins.property
     def evaluation_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -990,8 +999,9 @@ class DayUsage(_message.Message):
 
     @_builtins.property
     def peak_instances(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstanceUsage]:
-        """The instances counting at peak_time (GetUsageHistory with
-        include_peak_instances only).
+        """The instances counting at peak_time, in instance_id order
+        (GetUsageHistory with include_peak_instances only). At most 1,000 per
+        day and 10,000 per answer: see peak_instances_truncated.
         """
 
     @_builtins.property
@@ -1030,10 +1040,11 @@ class DayUsage(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         observed_duration: _duration_pb2.Duration | None = ...,
         observed: _builtins.bool = ...,
+        peak_instances_truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "evaluation_time", b"evaluation_time", "grace_end_time", b"grace_end_time", "observed_duration", b"observed_duration", "peak_time", b"peak_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "end_time", b"end_time", "evaluation_time", b"evaluation_time", "grace_end_time", b"grace_end_time", "license_serial_number", b"license_serial_number", "max_dp_cores", b"max_dp_cores", "observed", b"observed", "observed_duration", b"observed_duration", "peak_cores", b"peak_cores", "peak_instances", b"peak_instances", "peak_time", b"peak_time", "start_time", b"start_time", "state_after", b"state_after", "state_before", b"state_before"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "end_time", b"end_time", "evaluation_time", b"evaluation_time", "grace_end_time", b"grace_end_time", "license_serial_number", b"license_serial_number", "max_dp_cores", b"max_dp_cores", "observed", b"observed", "observed_duration", b"observed_duration", "peak_cores", b"peak_cores", "peak_instances", b"peak_instances", "peak_instances_truncated", b"peak_instances_truncated", "peak_time", b"peak_time", "start_time", b"start_time", "state_after", b"state_after", "state_before", b"state_before"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1087,8 +1098,10 @@ class GetUsageHistoryRequest(_message.Message):
     3660.
     """
     include_peak_instances: _builtins.bool
-    """Also return, for each day, the instances that made up its peak. A large
-    fleet makes this large: ask for few days (or one, with `day`).
+    """Also return, for each day, the instances that made up its peak: at most
+    1,000 per day and 10,000 in the whole answer, so the answer stays well
+    under 4 MiB; a day with more says peak_instances_truncated. Use
+    ListPeakInstances for every instance of a day.
     """
     day: _builtins.str
     """Only this day (YYYY-MM-DD), when set; `days` is then ignored."""
@@ -1138,3 +1151,65 @@ class GetUsageHistoryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUsageHistoryResponse: _TypeAlias = GetUsageHistoryResponse  # noqa: Y015
+
+@_typing.final
+class ListPeakInstancesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    """The evaluated day, YYYY-MM-DD in the configured time zone."""
+    page_size: _builtins.int
+    """At most this many instances in the answer; 0 means 1,000, and more
+    than 10,000 means 10,000. Negative is INVALID_ARGUMENT.
+    """
+    page_token: _builtins.str
+    """The next_page_token of the previous answer, for the page after it;
+    empty for the first page. A token is only good for the same day.
+    """
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeakInstancesRequest: _TypeAlias = ListPeakInstancesRequest  # noqa: Y015
+
+@_typing.final
+class ListPeakInstancesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass it as page_token for the next page; empty on the last page."""
+    total_size: _builtins.int
+    """How many instances made up the day's peak, on all pages together."""
+    @_builtins.property
+    def instances(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstanceUsage]:
+        """The day's peak instances, in instance_id order."""
+
+    def __init__(
+        self,
+        *,
+        instances: _abc.Iterable[Global___InstanceUsage] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instances", b"instances", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeakInstancesResponse: _TypeAlias = ListPeakInstancesResponse  # noqa: Y015

@@ -72,6 +72,11 @@ class LicenseServiceStub:
                 request_serializer=licensing_dot_v1_dot_licensing__pb2.GetUsageHistoryRequest.SerializeToString,
                 response_deserializer=licensing_dot_v1_dot_licensing__pb2.GetUsageHistoryResponse.FromString,
                 _registered_method=True)
+        self.ListPeakInstances = channel.unary_unary(
+                '/licensing.v1.LicenseService/ListPeakInstances',
+                request_serializer=licensing_dot_v1_dot_licensing__pb2.ListPeakInstancesRequest.SerializeToString,
+                response_deserializer=licensing_dot_v1_dot_licensing__pb2.ListPeakInstancesResponse.FromString,
+                _registered_method=True)
 
 
 class LicenseServiceServicer:
@@ -136,6 +141,15 @@ class LicenseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPeakInstances(self, request, context):
+        """ListPeakInstances returns the instances that made up one evaluated day's
+        peak, a page at a time (AIP-158), however large the fleet. A day that
+        has not been evaluated is NOT_FOUND. Roles: admin, control plane.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LicenseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +182,11 @@ def add_LicenseServiceServicer_to_server(servicer, server):
                     servicer.GetUsageHistory,
                     request_deserializer=licensing_dot_v1_dot_licensing__pb2.GetUsageHistoryRequest.FromString,
                     response_serializer=licensing_dot_v1_dot_licensing__pb2.GetUsageHistoryResponse.SerializeToString,
+            ),
+            'ListPeakInstances': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPeakInstances,
+                    request_deserializer=licensing_dot_v1_dot_licensing__pb2.ListPeakInstancesRequest.FromString,
+                    response_serializer=licensing_dot_v1_dot_licensing__pb2.ListPeakInstancesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -340,6 +359,33 @@ class LicenseService:
             '/licensing.v1.LicenseService/GetUsageHistory',
             licensing_dot_v1_dot_licensing__pb2.GetUsageHistoryRequest.SerializeToString,
             licensing_dot_v1_dot_licensing__pb2.GetUsageHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPeakInstances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/licensing.v1.LicenseService/ListPeakInstances',
+            licensing_dot_v1_dot_licensing__pb2.ListPeakInstancesRequest.SerializeToString,
+            licensing_dot_v1_dot_licensing__pb2.ListPeakInstancesResponse.FromString,
             options,
             channel_credentials,
             insecure,

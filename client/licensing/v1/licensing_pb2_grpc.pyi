@@ -68,6 +68,11 @@ class LicenseServiceStub:
     """GetUsageHistory returns the evaluated days, newest first, and the
     recorded state changes. Roles: admin, control plane.
     """
+    ListPeakInstances: _grpc.UnaryUnaryMultiCallable[_licensing_pb2.ListPeakInstancesRequest, _licensing_pb2.ListPeakInstancesResponse]
+    """ListPeakInstances returns the instances that made up one evaluated day's
+    peak, a page at a time (AIP-158), however large the fleet. A day that
+    has not been evaluated is NOT_FOUND. Roles: admin, control plane.
+    """
 
 @_typing.type_check_only
 class LicenseServiceAsyncStub(LicenseServiceStub):
@@ -108,6 +113,11 @@ class LicenseServiceAsyncStub(LicenseServiceStub):
     GetUsageHistory: _aio.UnaryUnaryMultiCallable[_licensing_pb2.GetUsageHistoryRequest, _licensing_pb2.GetUsageHistoryResponse]  # type: ignore[assignment]
     """GetUsageHistory returns the evaluated days, newest first, and the
     recorded state changes. Roles: admin, control plane.
+    """
+    ListPeakInstances: _aio.UnaryUnaryMultiCallable[_licensing_pb2.ListPeakInstancesRequest, _licensing_pb2.ListPeakInstancesResponse]  # type: ignore[assignment]
+    """ListPeakInstances returns the instances that made up one evaluated day's
+    peak, a page at a time (AIP-158), however large the fleet. A day that
+    has not been evaluated is NOT_FOUND. Roles: admin, control plane.
     """
 
 class LicenseServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -182,6 +192,17 @@ class LicenseServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_licensing_pb2.GetUsageHistoryResponse, _abc.Awaitable[_licensing_pb2.GetUsageHistoryResponse]]:
         """GetUsageHistory returns the evaluated days, newest first, and the
         recorded state changes. Roles: admin, control plane.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPeakInstances(
+        self,
+        request: _licensing_pb2.ListPeakInstancesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_licensing_pb2.ListPeakInstancesResponse, _abc.Awaitable[_licensing_pb2.ListPeakInstancesResponse]]:
+        """ListPeakInstances returns the instances that made up one evaluated day's
+        peak, a page at a time (AIP-158), however large the fleet. A day that
+        has not been evaluated is NOT_FOUND. Roles: admin, control plane.
         """
 
 def add_LicenseServiceServicer_to_server(servicer: LicenseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
