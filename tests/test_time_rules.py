@@ -43,6 +43,20 @@ def use_on_day(harness: Harness, n: int, cores: int = OVER) -> None:
     harness.gateway.report_usage("gw-1", cores)
 
 
+def down(
+    harness: Harness,
+    make_harness: Callable[..., Harness],
+    stops_at: float,
+    starts_at: float,
+    *extra: str,
+) -> Harness:
+    """Run until `stops_at`, stop, and start again (on the same data) at `starts_at`."""
+    harness.advance_to(stops_at)
+    harness.running.stop(grace=0.5)
+    harness.clock.set(starts_at)
+    return make_harness(*extra)
+
+
 # --- each instant belongs to exactly one evaluated day ----------------------------------
 
 
@@ -156,10 +170,7 @@ def test_a_day_the_server_was_down_cannot_clear_an_overage(
     for n in range(3):
         use_on_day(first, n)
     # down for all of day 3: the 20 cores in use that day are not reported
-    first.advance_to(day(3) + 60)
-    first.running.stop(grace=0.5)
-    first.clock.set(day(4) + HOUR)
-    second = make_harness()
+    second = down(first, make_harness, day(3) + 60, day(4) + HOUR)
     for n in range(4, 8):
         use_on_day(second, n)
     second.advance_to(day(8))
@@ -199,10 +210,7 @@ def test_stopping_the_server_one_day_a_week_does_not_keep_an_overage_from_restri
     harness.admin.upload(vendor.issue(max_dp_cores=QUOTA))
     for n in range(22):
         if n % 7 == 3:
-            harness.advance_to(day(n) + 60)
-            harness.running.stop(grace=0.5)
-            harness.clock.set(day(n + 1) + 60)
-            harness = make_harness()
+            harness = down(harness, make_harness, day(n) + 60, day(n + 1) + 60)
             continue
         use_on_day(harness, n, BURST)
     harness.advance_to(day(22))
@@ -223,10 +231,7 @@ def test_a_grace_end_that_passes_during_an_unobserved_day_applies_at_the_next_ev
     for n in range(7):
         use_on_day(first, n)
     # down for all of day 7; the grace ends at the start of day 8, during the downtime
-    first.advance_to(day(7) + 60)
-    first.running.stop(grace=0.5)
-    first.clock.set(day(9) + HOUR)
-    second = make_harness()
+    second = down(first, make_harness, day(7) + 60, day(9) + HOUR)
     days = {d.day: d for d in evaluated_days(second)}
     assert days["2027-01-08"].state_after == pb.RUNTIME_STATE_DP_CORE_EXCEEDED
     use_on_day(second, 9)
@@ -395,10 +400,9 @@ def test_the_share_of_a_day_that_makes_it_observed_is_configurable(
     first.admin.upload(vendor.issue(max_dp_cores=QUOTA))
     use_on_day(first, 0)
     # up for the first three hours of day 1 (an eighth of it), with no gateway reporting
-    first.advance_to(day(1) + 3 * HOUR)
-    first.running.stop(grace=0.5)
-    first.clock.set(day(2) + HOUR)
-    second = make_harness("--observed-day-share", "0.1")
+    second = down(
+        first, make_harness, day(1) + 3 * HOUR, day(2) + HOUR, "--observed-day-share", "0.1"
+    )
     quiet = evaluated_days(second)[-1]
     assert (quiet.day, quiet.observed, quiet.peak_cores) == ("2027-01-02", True, 0)
     assert second.control_plane.status().state == pb.RUNTIME_STATE_NORMAL
