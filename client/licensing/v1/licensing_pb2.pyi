@@ -98,6 +98,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """LicenseFileStatus only: the license file exists but cannot be read
     (permissions, a directory, an I/O error).
     """
+    ERROR_REASON_STORAGE_UNAVAILABLE: _ErrorReason.ValueType  # 17
+    """UNAVAILABLE: the service could not read or write its database (a full
+    disk, a broken or locked file): the request was not stored. Retry later.
+    """
+    ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 18
+    """INTERNAL: an unexpected failure inside the service; its log has the
+    detail.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists every reason an error's google.rpc.ErrorInfo can carry.
@@ -142,6 +150,14 @@ ERROR_REASON_LICENSE_FILE_MISSING: ErrorReason.ValueType  # 15
 ERROR_REASON_LICENSE_FILE_UNREADABLE: ErrorReason.ValueType  # 16
 """LicenseFileStatus only: the license file exists but cannot be read
 (permissions, a directory, an I/O error).
+"""
+ERROR_REASON_STORAGE_UNAVAILABLE: ErrorReason.ValueType  # 17
+"""UNAVAILABLE: the service could not read or write its database (a full
+disk, a broken or locked file): the request was not stored. Retry later.
+"""
+ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 18
+"""INTERNAL: an unexpected failure inside the service; its log has the
+detail.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
