@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import date
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -18,9 +21,8 @@ from server.domain.decision import (
     WarningKind,
 )
 from server.domain.license import Deployment, License
-from server.domain.refusal import Refused
 from server.domain.runtime import RuntimeState
-from server.errors import abort, refuse
+from server.errors import abort, answers_failures
 from server.service import (
     DayRecord,
     LicenseFileReport,
@@ -33,6 +35,10 @@ from server.service import (
 MAX_HISTORY_DAYS = 3660
 DECISION_CACHE_SIZE = 64
 DEFAULT_HISTORY_DAYS = 30
+# an error message quotes at most this much of the request
+QUOTED_CHARS = 32
+
+T = TypeVar("T")
 
 STATES = {
     RuntimeState.NORMAL: pb.RUNTIME_STATE_NORMAL,
@@ -131,18 +137,31 @@ def license_file_proto(report: LicenseFileReport) -> pb.LicenseFileStatus:
     return message
 
 
+class Offload(Protocol):
+    """Runs blocking work off the event loop (see ServerLoop.offload)."""
+
+    def __call__(self, function: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
+
+
 class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
-    def __init__(self, service: LicensingService) -> None:
+    """Coroutines on the server's event loop.
+
+    CheckWrite and GetStatus read memory only and are answered on the loop;
+    whatever touches the database or verifies a signature is offloaded.
+    """
+
+    def __init__(self, service: LicensingService, offload: Offload) -> None:
         self._service = service
+        self._offload = offload
         self._deployment = service.deployment
         self._decisions: dict[int, tuple[Decision, pb.CheckWriteResponse]] = {}
         self._last_status: tuple[Status, pb.GetStatusResponse] | None = None
 
-    def Upload(self, request: pb.UploadRequest, context: grpc.ServicerContext) -> pb.UploadResponse:
-        try:
-            outcome = self._service.upload(request.license)
-        except Refused as refusal:
-            refuse(context, refusal)
+    @answers_failures
+    async def Upload(
+        self, request: pb.UploadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UploadResponse:
+        outcome = await self._offload(self._service.upload, request.license)
         response = pb.UploadResponse(
             license=license_proto(outcome.license, self._deployment),
             pending=outcome.pending,
@@ -153,10 +172,11 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
             response.grace_end_time.CopyFrom(timestamp(outcome.standing.grace_ends_at))
         return response
 
-    def Validate(
-        self, request: pb.ValidateRequest, context: grpc.ServicerContext
+    @answers_failures
+    async def Validate(
+        self, request: pb.ValidateRequest, context: grpc.aio.ServicerContext
     ) -> pb.ValidateResponse:
-        result = self._service.validate(request.license)
+        result = await self._offload(self._service.validate, request.license)
         response = pb.ValidateResponse(
             valid=result.valid,
             message=result.message,
@@ -183,8 +203,9 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
                 )
         return response
 
-    def GetStatus(
-        self, request: pb.GetStatusRequest, context: grpc.ServicerContext
+    @answers_failures
+    async def GetStatus(
+        self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStatusResponse:
         status = self._service.status()
         last = self._last_status
@@ -237,37 +258,34 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
             response.last_state_change.CopyFrom(state_change_proto(status.last_state_change))
         return response
 
-    def ReportUsage(
-        self, request: pb.ReportUsageRequest, context: grpc.ServicerContext
+    @answers_failures
+    async def ReportUsage(
+        self, request: pb.ReportUsageRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportUsageResponse:
-        try:
-            outcome = self._service.report_usage(
-                request.instance_id, request.cores, request.stopping
-            )
-        except Refused as refusal:
-            refuse(context, refusal)
+        # returns once the report is committed, together with the others arriving meanwhile
+        outcome = await self._offload(
+            self._service.report_usage, request.instance_id, request.cores, request.stopping
+        )
         return pb.ReportUsageResponse(
             state=STATES[outcome.state],
             next_report_in=duration(outcome.next_report_in),
             receive_time=timestamp(outcome.received_at),
         )
 
-    def CheckWrite(
-        self, request: pb.CheckWriteRequest, context: grpc.ServicerContext
+    @answers_failures
+    async def CheckWrite(
+        self, request: pb.CheckWriteRequest, context: grpc.aio.ServicerContext
     ) -> pb.CheckWriteResponse:
         operation = OPERATIONS.get(request.operation)
         if operation is None:
-            abort(
+            await abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "INVALID_OPERATION",
                 "operation must be OPERATION_CREATE, OPERATION_UPDATE, OPERATION_DELETE or "
                 "OPERATION_READ",
             )
-        try:
-            decision = self._service.check_write(request.resource_type, operation, request.feature)
-        except Refused as refusal:
-            refuse(context, refusal)
+        decision = self._service.check_write(request.resource_type, operation, request.feature)
         # most answers are one of a few ready Decisions: reuse their built responses
         cached = self._decisions.get(id(decision))
         if cached is not None and cached[0] is decision:
@@ -285,11 +303,12 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
         self._decisions[id(decision)] = (decision, response)
         return response
 
-    def GetUsageHistory(
-        self, request: pb.GetUsageHistoryRequest, context: grpc.ServicerContext
+    @answers_failures
+    async def GetUsageHistory(
+        self, request: pb.GetUsageHistoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetUsageHistoryResponse:
         if not 0 <= request.days <= MAX_HISTORY_DAYS:
-            abort(
+            await abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "INVALID_ARGUMENT",
@@ -300,16 +319,19 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
             try:
                 date.fromisoformat(day)
             except ValueError:
-                abort(
+                await abort(
                     context,
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "INVALID_ARGUMENT",
-                    f"day must be a date, YYYY-MM-DD; got {day!r}",
+                    f"day must be a date, YYYY-MM-DD; got {day[:QUOTED_CHARS]!r}",
                 )
-        history = self._service.usage_history(
-            request.days or DEFAULT_HISTORY_DAYS,
-            with_instances=request.include_peak_instances,
-            day=day,
+        history = await self._offload(
+            partial(
+                self._service.usage_history,
+                request.days or DEFAULT_HISTORY_DAYS,
+                with_instances=request.include_peak_instances,
+                day=day,
+            )
         )
         return pb.GetUsageHistoryResponse(
             days=[
