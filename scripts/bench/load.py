@@ -283,11 +283,15 @@ def cmd_open_loop(args: argparse.Namespace) -> int:
     token = os.environ.get(TOKEN_ENV, "")
     requests = requests_for("ReportUsage", args.fleet)
     rate = args.fleet / args.interval
-    before = (process_cpu_seconds(args.server_pid), time.process_time(), time.perf_counter())
+    server_before, generator_before = process_cpu_seconds(args.server_pid), time.process_time()
+    machine_before, began = machine_busy_seconds(), time.perf_counter()
     latencies, lags, errors = asyncio.run(
         drive_open_loop(args.target, requests, token, rate, args.duration, args.channels)
     )
-    elapsed = time.perf_counter() - before[2]
+    elapsed = time.perf_counter() - began
+    server_cpu = process_cpu_seconds(args.server_pid) - server_before
+    generator_cpu = time.process_time() - generator_before
+    other_cpu = max(0.0, machine_busy_seconds() - machine_before - server_cpu - generator_cpu)
     ordered, lag_ordered = sorted(latencies), sorted(lags)
     print(
         json.dumps(
@@ -300,8 +304,9 @@ def cmd_open_loop(args: argparse.Namespace) -> int:
                 "p99_ms": percentile(ordered, 0.99) / 1e6,
                 "max_ms": (ordered[-1] if ordered else 0) / 1e6,
                 "lag_p99_ms": percentile(lag_ordered, 0.99) / 1e6,
-                "server_busy": (process_cpu_seconds(args.server_pid) - before[0]) / elapsed,
-                "generator_busy": (time.process_time() - before[1]) / elapsed,
+                "server_busy": server_cpu / elapsed,
+                "generator_busy": generator_cpu / elapsed,
+                "other_load": other_cpu / elapsed,
             }
         )
     )

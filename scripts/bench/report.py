@@ -198,7 +198,8 @@ class Report:
             f"{self.args.open_loop_channels} connections, whatever the answers do (the fleet "
             "primed first, so every report extends an interval). Latency is counted from each "
             "call's scheduled moment, so a server or generator that falls behind pays for it; "
-            "generator lag is how late the generator itself sent a call.\n\n"
+            "generator lag is how late the generator itself sent a call; other load is "
+            "as above (CPUs other processes used during the run).\n\n"
             + table(
                 [
                     "calls/s",
@@ -210,6 +211,7 @@ class Report:
                     "generator lag p99 ms",
                     "server CPU",
                     "generator CPU",
+                    "other load",
                 ],
                 [
                     [
@@ -222,6 +224,7 @@ class Report:
                         f"{result['lag_p99_ms']:.2f}",
                         f"{result['server_busy']:.0%}",
                         f"{result['generator_busy']:.0%}",
+                        f"{result['other_load']:.2f}",
                     ]
                 ],
             )
