@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -101,13 +101,13 @@ class RunningServer:
     health: Health
     evaluator: Evaluator
     extras: list[Any]
-    _stopped: bool = False
+    stopped: bool = field(default=False, init=False)
 
     def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """NOT_SERVING first, then drain calls in progress for up to `grace` s; idempotent."""
-        if self._stopped:
+        if self.stopped:
             return
-        self._stopped = True
+        self.stopped = True
         self.health.enter_graceful_shutdown()
         self.server_loop.run(self.server.stop(grace))
         for extra in self.extras:
