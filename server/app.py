@@ -27,7 +27,7 @@ from server.domain.license import load_public_key, private_key_pem, public_key_p
 from server.evaluator import Evaluator
 from server.health import Health
 from server.license_file import LicenseFileWatcher
-from server.limits import ServerLimits
+from server.limits import channel_options
 from server.loop import ServerLoop
 from server.metrics import Metrics
 from server.service import ConfigurationError, LicensingService, ServiceSettings
@@ -118,13 +118,13 @@ class RunningServer:
         self.store.close()
 
 
-async def _bind(interceptors: list[Any], limits: ServerLimits) -> grpc.aio.Server:
+async def _bind(interceptors: list[Any], config: Config) -> grpc.aio.Server:
     """On the loop (the server binds to the running one): a gRPC server with its limits."""
     return grpc.aio.server(
         interceptors=interceptors,
         # two servers must never silently share a port
-        options=[("grpc.so_reuseport", 0), *limits.channel_options()],
-        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+        options=[("grpc.so_reuseport", 0), *channel_options(config)],
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
 
 
@@ -175,7 +175,7 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
     with ExitStack() as undo:  # whatever was set up when a start is refused is let go
         server_loop = ServerLoop(config.max_workers)
         undo.callback(server_loop.close)
-        server = server_loop.run(_bind(interceptors, ServerLimits.from_config(config)))
+        server = server_loop.run(_bind(interceptors, config))
         undo.callback(lambda: server_loop.run(server.stop(None)))
         port = _listen(server, config)
         health_service = Health(server_loop, [SERVICE_NAME])

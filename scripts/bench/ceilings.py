@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 
 from server.config import load_config
-from server.limits import ServerLimits
+from server.limits import channel_options
 
 from .common import HOT_METHODS, MESSAGES, SERVICE
 
@@ -59,10 +59,10 @@ async def serve_noop_aio(port: int, responses: dict[str, Any]) -> None:
         return handle
 
     # the server model of ours: the default limits, as `license-server` starts with them
-    limits = ServerLimits.from_config(load_config([], {}))
+    defaults = load_config([], {})
     server = grpc.aio.server(
-        options=[("grpc.so_reuseport", 0), *limits.channel_options()],
-        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+        options=[("grpc.so_reuseport", 0), *channel_options(defaults)],
+        maximum_concurrent_rpcs=defaults.max_concurrent_rpcs,
     )
     server.add_generic_rpc_handlers((noop_handlers(responses, make),))
     if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
