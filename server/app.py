@@ -8,16 +8,15 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent import futures
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from licensing.v1 import licensing_pb2, licensing_pb2_grpc
 
@@ -27,7 +26,10 @@ from server.domain.clock import Clock, SystemClock
 from server.domain.deployment import DeploymentRefused
 from server.domain.license import load_public_key, private_key_pem, public_key_pem
 from server.evaluator import Evaluator
+from server.health import Health
 from server.license_file import LicenseFileWatcher
+from server.limits import channel_options
+from server.loop import ServerLoop
 from server.metrics import Metrics
 from server.service import LicensingService, ServiceSettings
 from server.servicer import LicenseServicer
@@ -38,8 +40,6 @@ log = logging.getLogger("licensing")
 SERVICE_NAME = licensing_pb2.DESCRIPTOR.services_by_name["LicenseService"].full_name
 DEV_KEY_ID = "dev"
 DEV_KEY_DIR = "dev-signing-key"
-# a license is a few KiB; leave room for operators pasting one with junk around it
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 SHUTDOWN_GRACE_SECONDS = 5.0
 
 
@@ -106,21 +106,57 @@ def tokens(config: Config) -> dict[Role, list[str]]:
 class RunningServer:
     """A started server and everything behind it; `stop()` drains and closes it."""
 
-    server: grpc.Server
+    server_loop: ServerLoop
+    server: grpc.aio.Server
     port: int
     service: LicensingService
     store: Store
-    health: health.HealthServicer
+    health: Health
     evaluator: Evaluator
     extras: list[Any]
+    stopped: bool = field(default=False, init=False)
 
     def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """NOT_SERVING first, then drain calls in progress for up to `grace` s; idempotent."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        self.server_loop.run(self.server.stop(grace))
         for extra in self.extras:
             extra.stop()
         self.evaluator.stop()
+        # waits for blocking work still running (a commit of a call cut off by the grace)
+        self.server_loop.close()
         self.store.close()
+
+
+async def _bind(interceptors: list[Any], config: Config) -> grpc.aio.Server:
+    """On the loop (the server binds to the running one): a gRPC server with its limits."""
+    return grpc.aio.server(
+        interceptors=interceptors,
+        # two servers must never silently share a port
+        options=[("grpc.so_reuseport", 0), *channel_options(config)],
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
+
+
+def _listen(server: grpc.aio.Server, config: Config) -> int:
+    try:
+        if config.tls_cert and config.tls_key:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())]
+            )
+            port = server.add_secure_port(config.listen, credentials)
+        else:
+            port = server.add_insecure_port(config.listen)
+    except OSError as error:
+        raise StartupError(f"cannot read TLS files: {error}") from None
+    except RuntimeError as error:
+        raise StartupError(f"cannot listen on {config.listen}: {error}") from None
+    if port == 0:
+        raise StartupError(f"cannot listen on {config.listen}: the address is in use or invalid")
+    return int(port)
 
 
 def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
@@ -141,100 +177,79 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
             "or pass --allow-plaintext"
         )
     keys = trusted_keys(config)
-
-    health_servicer = health.HealthServicer()
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    interceptors = [BearerTokenAuth(auth_tokens)] if any(auth_tokens.values()) else []
+    interceptors: list[Any] = [BearerTokenAuth(auth_tokens)] if any(auth_tokens.values()) else []
     if not interceptors:
         log.warning("no tokens configured: every call is allowed (loopback only)")
     metrics = Metrics() if config.metrics_listen else None
     if metrics is not None:
         # outermost, so calls the auth interceptor refuses are timed too
         interceptors.insert(0, metrics.interceptor)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="grpc"),
-        interceptors=interceptors,
-        options=[
-            # two servers must never silently share a port
-            ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ],
-    )
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    try:
-        if config.tls_cert and config.tls_key:
-            credentials = grpc.ssl_server_credentials(
-                [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())]
-            )
-            port = server.add_secure_port(config.listen, credentials)
-        else:
-            port = server.add_insecure_port(config.listen)
-    except OSError as error:
-        raise StartupError(f"cannot read TLS files: {error}") from None
-    except RuntimeError as error:
-        raise StartupError(f"cannot listen on {config.listen}: {error}") from None
-    if port == 0:
-        raise StartupError(f"cannot listen on {config.listen}: the address is in use or invalid")
-    try:
-        store = Store(Path(config.data_dir))
-    except StoreError as error:
-        server.stop(None)
-        raise StartupError(str(error)) from None
-    try:
-        service = LicensingService(
-            store,
-            clock,
-            ServiceSettings(
-                trusted_keys=keys,
-                deployment_id=config.deployment_id,
-                deployment_time=config.deployment_date,
-                timezone=config.timezone,
-                instance_ttl=config.instance_ttl,
-                observed_share=config.observed_day_share,
-                expiry_warning_days=config.expiry_warning_days,
-                report_interval=config.report_interval,
-                development_mode=config.dev,
-            ),
+
+    with ExitStack() as undo:  # whatever was set up when a start is refused is let go
+        server_loop = ServerLoop(config.max_workers)
+        undo.callback(server_loop.close)
+        server = server_loop.run(_bind(interceptors, config))
+        undo.callback(lambda: server_loop.run(server.stop(None)))
+        port = _listen(server, config)
+        health_service = Health(server_loop, [SERVICE_NAME])
+        health_pb2_grpc.add_HealthServicer_to_server(health_service.servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        # days missed while the service was down are evaluated before it answers anything
-        service.tick()
-    except (StoreError, DeploymentRefused) as error:
-        server.stop(None)
-        # let go of the data directory, which the store holds exclusively
-        store.close()
-        raise StartupError(str(error)) from None
-    extras: list[Any] = []
-    watcher = None
-    if config.license_file:
-        watcher = LicenseFileWatcher(
-            service, store, config.license_file, config.license_poll_interval
-        )
-        # a license in the file is in force before the server reports SERVING
-        watcher.poll_once()
-        extras.append(watcher)
-    if metrics is not None and config.metrics_listen:
-        metrics.watch(service)
         try:
-            extras.append(metrics.serve(config.metrics_listen))
-        except OSError as error:
-            server.stop(None)
-            store.close()
-            raise StartupError(
-                f"cannot serve metrics on {config.metrics_listen}: {error}"
-            ) from None
-    licensing_pb2_grpc.add_LicenseServiceServicer_to_server(LicenseServicer(service), server)
-    server.start()
+            store = Store(Path(config.data_dir))
+        except StoreError as error:
+            raise StartupError(str(error)) from None
+        # let go of the data directory, which the store holds exclusively
+        undo.callback(store.close)
+        try:
+            service = LicensingService(
+                store,
+                clock,
+                ServiceSettings(
+                    trusted_keys=keys,
+                    deployment_id=config.deployment_id,
+                    deployment_time=config.deployment_date,
+                    timezone=config.timezone,
+                    instance_ttl=config.instance_ttl,
+                    observed_share=config.observed_day_share,
+                    expiry_warning_days=config.expiry_warning_days,
+                    report_interval=config.report_interval,
+                    development_mode=config.dev,
+                ),
+            )
+            # days missed while the service was down are evaluated before it answers anything
+            service.tick()
+        except (StoreError, DeploymentRefused) as error:
+            raise StartupError(str(error)) from None
+        extras: list[Any] = []
+        watcher = None
+        if config.license_file:
+            watcher = LicenseFileWatcher(
+                service, store, config.license_file, config.license_poll_interval
+            )
+            # a license in the file is in force before the server reports SERVING
+            watcher.poll_once()
+            extras.append(watcher)
+        if metrics is not None and config.metrics_listen:
+            metrics.watch(service)
+            try:
+                extras.append(metrics.serve(config.metrics_listen))
+            except OSError as error:
+                raise StartupError(
+                    f"cannot serve metrics on {config.metrics_listen}: {error}"
+                ) from None
+            undo.callback(extras[-1].stop)
+        licensing_pb2_grpc.add_LicenseServiceServicer_to_server(
+            LicenseServicer(service, server_loop.offload), server
+        )
+        server_loop.run(server.start())
+        undo.pop_all()
     evaluator = Evaluator(service, config.evaluation_interval)
     evaluator.start()
     if watcher is not None:
         watcher.start()
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_service.serving()
     log.info(
         "serving licensing.v1.LicenseService on %s (port %d, %s), deployment %s",
         config.listen,
@@ -242,7 +257,9 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
         "TLS" if config.tls_cert else "plaintext",
         service.deployment.deployment_id,
     )
-    return RunningServer(server, port, service, store, health_servicer, evaluator, extras)
+    return RunningServer(
+        server_loop, server, port, service, store, health_service, evaluator, extras
+    )
 
 
 @contextmanager

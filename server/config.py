@@ -63,6 +63,16 @@ def _share(value: Any) -> float:
     return share
 
 
+def _non_negative(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        converted = kind(value)
+        if converted < 0:
+            raise ValueError(f"must not be negative, got {value!r}")
+        return converted
+
+    return convert
+
+
 def _timezone(value: Any) -> str:
     try:
         ZoneInfo(str(value))
@@ -186,7 +196,76 @@ OPTIONS: list[Option] = [
         "seconds between evaluator wake-ups (at most 30)",
         "SECONDS",
     ),
-    Option("max_workers", _positive(int), 32, "gRPC handler threads", "N"),
+    Option(
+        "max_workers",
+        _positive(int),
+        32,
+        "threads for blocking work (database commits and reads, license checks); calls are "
+        "served on one event loop",
+        "N",
+    ),
+    Option(
+        "max_concurrent_rpcs",
+        _positive(int),
+        4096,
+        "calls in progress at once over all connections; further calls wait until one ends",
+        "N",
+    ),
+    Option(
+        "max_concurrent_streams",
+        _positive(int),
+        100,
+        "calls in progress at once on one connection (HTTP/2 streams); further ones are refused",
+        "N",
+    ),
+    Option(
+        "max_receive_message_bytes",
+        _positive(int),
+        4 * 1024 * 1024,
+        "largest request message accepted",
+        "BYTES",
+    ),
+    Option(
+        "max_send_message_bytes", _positive(int), 4 * 1024 * 1024, "largest answer sent", "BYTES"
+    ),
+    Option(
+        "keepalive_time",
+        _positive(float),
+        60.0,
+        "seconds of silence on a connection before the server pings the client",
+        "SECONDS",
+    ),
+    Option(
+        "keepalive_timeout",
+        _positive(float),
+        20.0,
+        "seconds the server waits for its ping's answer before closing the connection",
+        "SECONDS",
+    ),
+    Option(
+        "max_connection_idle",
+        _positive(float),
+        300.0,
+        "seconds a connection with no call in progress stays open; then the server asks the "
+        "client to reconnect when it next needs to",
+        "SECONDS",
+    ),
+    Option(
+        "min_client_ping_interval",
+        _positive(float),
+        5.0,
+        "shortest interval between a client's keepalive pings that the server accepts, with or "
+        "without calls in progress",
+        "SECONDS",
+    ),
+    Option(
+        "max_ping_strikes",
+        _non_negative(int),
+        2,
+        "pings closer together than --min-client-ping-interval tolerated before the connection "
+        "is closed (0: any number)",
+        "N",
+    ),
     Option("license_file", _optional_str, None, "license file to load and poll (GitOps)", "PATH"),
     Option(
         "license_poll_interval",
@@ -237,6 +316,15 @@ class Config:
     report_interval: float
     evaluation_interval: float
     max_workers: int
+    max_concurrent_rpcs: int
+    max_concurrent_streams: int
+    max_receive_message_bytes: int
+    max_send_message_bytes: int
+    keepalive_time: float
+    keepalive_timeout: float
+    max_connection_idle: float
+    min_client_ping_interval: float
+    max_ping_strikes: int
     license_file: str | None
     license_poll_interval: float
     metrics_listen: str | None

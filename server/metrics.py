@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -50,7 +50,7 @@ RPC_BUCKETS = (
 )
 CHECK_WRITE = "/licensing.v1.LicenseService/CheckWrite"
 
-Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+Behaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 class Metrics:
@@ -97,11 +97,12 @@ class MetricsServer:
         self._thread.join(timeout=10)
 
 
-class RpcMetrics(grpc.ServerInterceptor):  # type: ignore[misc]
+class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Times every unary RPC, including those the auth interceptor refuses, and counts decisions.
 
     gRPC hands back the same handler object for a method on every call, so the
-    timed wrapper is made once per (method, handler) and reused.
+    timed wrapper is made once per (method, handler) and reused. It runs on
+    the server's one event loop, so its caches need no lock.
     """
 
     def __init__(self, rpc_seconds: Histogram, decisions: Counter) -> None:
@@ -110,25 +111,22 @@ class RpcMetrics(grpc.ServerInterceptor):  # type: ignore[misc]
         # method -> id(handler) -> (handler, its timed wrapper)
         self._wrapped: dict[str, dict[int, tuple[Any, grpc.RpcMethodHandler]]] = {}
         self._decision_children: dict[int, Any] = {}
-        self._lock = threading.Lock()
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.response_streaming:
             return handler  # unknown methods and streams (health Watch, reflection) pass untimed
         method: str = handler_call_details.method
-        by_handler = self._wrapped.get(method)
-        if by_handler is not None:
-            cached = by_handler.get(id(handler))
-            if cached is not None and cached[0] is handler:
-                return cached[1]
+        by_handler = self._wrapped.setdefault(method, {})
+        cached = by_handler.get(id(handler))
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         wrapped = self._wrap(method, handler)
-        with self._lock:
-            self._wrapped.setdefault(method, {})[id(handler)] = (handler, wrapped)
+        by_handler[id(handler)] = (handler, wrapped)
         return wrapped
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -144,15 +142,16 @@ class RpcMetrics(grpc.ServerInterceptor):  # type: ignore[misc]
                 found = by_code[code] = histogram.labels(service, name, code.name)
             return found
 
-        behaviour: Behaviour = handler.unary_unary
+        # a refusal is request-streaming (answered before any message), a method unary
+        behaviour: Behaviour = handler.stream_unary or handler.unary_unary
         clock = time.perf_counter
         decisions = self._decision_children
         count_decision = self._count_decision
 
-        def timed(request: Any, context: grpc.ServicerContext) -> Any:
+        async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = clock()
             try:
-                response = behaviour(request, context)
+                response = await behaviour(request, context)
             except BaseException:
                 child(context.code()).observe(clock() - start)
                 raise
@@ -160,14 +159,20 @@ class RpcMetrics(grpc.ServerInterceptor):  # type: ignore[misc]
             (ok if code is None else child(code)).observe(clock() - start)
             return response
 
-        def timed_check_write(request: Any, context: grpc.ServicerContext) -> Any:
-            response = timed(request, context)
+        async def timed_check_write(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            response = await timed(request, context)
             counter = decisions.get(response.reason)
             if counter is None:
                 counter = count_decision(response)
             counter.inc()
             return response
 
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(
+                timed,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         return grpc.unary_unary_rpc_method_handler(
             timed_check_write if method == CHECK_WRITE else timed,
             request_deserializer=handler.request_deserializer,

@@ -43,7 +43,6 @@ from server.domain.license import (
     verify_license,
     verify_signed,
 )
-from server.domain.refusal import Refused
 from server.domain.runtime import (
     OBSERVED_SHARE,
     Calendar,
@@ -56,7 +55,7 @@ from server.domain.runtime import (
     judge,
     observed_seconds,
 )
-from server.domain.usage import DayPeak, check_report, peak_between
+from server.domain.usage import DayPeak, check_day, check_report, peak_between
 from server.metering import UsageMeter
 from server.store import StandingRow, StateChangeRow, Store
 
@@ -302,10 +301,6 @@ class PeakInstancesPage:
 
     instances: list[tuple[str, int]]
     total: int
-
-
-class InvalidDay(Refused):
-    pass
 
 
 @dataclass
@@ -757,14 +752,9 @@ class LicensingService:
     def peak_instances(self, day: str, offset: int, limit: int) -> PeakInstancesPage | None:
         """`limit` of the instances that made up `day`'s peak from `offset`; None if not evaluated.
 
-        Raises InvalidDay when `day` is not a date.
+        Raises Refused when `day` is not a date.
         """
-        try:
-            date.fromisoformat(day)
-        except ValueError:
-            raise InvalidDay(
-                "INVALID_ARGUMENT", f"day must be a date, YYYY-MM-DD; got {day[:40]!r}"
-            ) from None
+        check_day(day)
         instances = self._store.peak_instances(day)
         if instances is None:
             return None

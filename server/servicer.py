@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, Protocol, TypeVar
+
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -16,10 +20,9 @@ from server.domain.decision import (
     WarningKind,
 )
 from server.domain.license import Deployment, License
-from server.domain.refusal import Refused
 from server.domain.runtime import RuntimeState
 from server.domain.usage import DEFAULT_HISTORY_DAYS, check_history_request
-from server.errors import abort, refuse
+from server.errors import abort, answers_failures
 from server.paging import requested_page
 from server.service import (
     DayRecord,
@@ -31,6 +34,8 @@ from server.service import (
 )
 
 DECISION_CACHE_SIZE = 64
+
+T = TypeVar("T")
 
 STATES = {
     RuntimeState.NORMAL: pb.RUNTIME_STATE_NORMAL,
@@ -136,18 +141,31 @@ def license_file_proto(report: LicenseFileReport) -> pb.LicenseFileStatus:
     return message
 
 
+class Offload(Protocol):
+    """Runs blocking work off the event loop (see ServerLoop.offload)."""
+
+    def __call__(self, function: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
+
+
 class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
-    def __init__(self, service: LicensingService) -> None:
+    """Coroutines on the server's event loop.
+
+    CheckWrite and GetStatus read memory only and are answered on the loop;
+    whatever touches the database or verifies a signature is offloaded.
+    """
+
+    def __init__(self, service: LicensingService, offload: Offload) -> None:
         self._service = service
+        self._offload = offload
         self._deployment = service.deployment
         self._decisions: dict[int, tuple[Decision, pb.CheckWriteResponse]] = {}
         self._last_status: tuple[Status, pb.GetStatusResponse] | None = None
 
-    def Upload(self, request: pb.UploadRequest, context: grpc.ServicerContext) -> pb.UploadResponse:
-        try:
-            outcome = self._service.upload(request.license)
-        except Refused as refusal:
-            refuse(context, refusal)
+    @answers_failures
+    async def Upload(
+        self, request: pb.UploadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UploadResponse:
+        outcome = await self._offload(self._service.upload, request.license)
         response = pb.UploadResponse(
             license=license_proto(outcome.license, self._deployment),
             pending=outcome.pending,
@@ -158,10 +176,11 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
             response.grace_end_time.CopyFrom(timestamp(outcome.standing.grace_ends_at))
         return response
 
-    def Validate(
-        self, request: pb.ValidateRequest, context: grpc.ServicerContext
+    @answers_failures
+    async def Validate(
+        self, request: pb.ValidateRequest, context: grpc.aio.ServicerContext
     ) -> pb.ValidateResponse:
-        result = self._service.validate(request.license)
+        result = await self._offload(self._service.validate, request.license)
         response = pb.ValidateResponse(
             valid=result.valid,
             message=result.message,
@@ -188,8 +207,9 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
                 )
         return response
 
-    def GetStatus(
-        self, request: pb.GetStatusRequest, context: grpc.ServicerContext
+    @answers_failures
+    async def GetStatus(
+        self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStatusResponse:
         status = self._service.status()
         last = self._last_status
@@ -246,37 +266,34 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
             response.last_state_change.CopyFrom(state_change_proto(status.last_state_change))
         return response
 
-    def ReportUsage(
-        self, request: pb.ReportUsageRequest, context: grpc.ServicerContext
+    @answers_failures
+    async def ReportUsage(
+        self, request: pb.ReportUsageRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportUsageResponse:
-        try:
-            outcome = self._service.report_usage(
-                request.instance_id, request.cores, request.stopping
-            )
-        except Refused as refusal:
-            refuse(context, refusal)
+        # returns once the report is committed, together with the others arriving meanwhile
+        outcome = await self._offload(
+            self._service.report_usage, request.instance_id, request.cores, request.stopping
+        )
         return pb.ReportUsageResponse(
             state=STATES[outcome.state],
             next_report_in=duration(outcome.next_report_in),
             receive_time=timestamp(outcome.received_at),
         )
 
-    def CheckWrite(
-        self, request: pb.CheckWriteRequest, context: grpc.ServicerContext
+    @answers_failures
+    async def CheckWrite(
+        self, request: pb.CheckWriteRequest, context: grpc.aio.ServicerContext
     ) -> pb.CheckWriteResponse:
         operation = OPERATIONS.get(request.operation)
         if operation is None:
-            abort(
+            await abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "INVALID_OPERATION",
                 "operation must be OPERATION_CREATE, OPERATION_UPDATE, OPERATION_DELETE or "
                 "OPERATION_READ",
             )
-        try:
-            decision = self._service.check_write(request.resource_type, operation, request.feature)
-        except Refused as refusal:
-            refuse(context, refusal)
+        decision = self._service.check_write(request.resource_type, operation, request.feature)
         # most answers are one of a few ready Decisions: reuse their built responses
         cached = self._decisions.get(id(decision))
         if cached is not None and cached[0] is decision:
@@ -294,18 +311,19 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
         self._decisions[id(decision)] = (decision, response)
         return response
 
-    def GetUsageHistory(
-        self, request: pb.GetUsageHistoryRequest, context: grpc.ServicerContext
+    @answers_failures
+    async def GetUsageHistory(
+        self, request: pb.GetUsageHistoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetUsageHistoryResponse:
-        try:
-            check_history_request(request.days, request.day)
-        except Refused as refusal:
-            refuse(context, refusal)
+        check_history_request(request.days, request.day)
         day = request.day or None
-        history = self._service.usage_history(
-            request.days or DEFAULT_HISTORY_DAYS,
-            with_instances=request.include_peak_instances,
-            day=day,
+        history = await self._offload(
+            partial(
+                self._service.usage_history,
+                request.days or DEFAULT_HISTORY_DAYS,
+                with_instances=request.include_peak_instances,
+                day=day,
+            )
         )
         return pb.GetUsageHistoryResponse(
             days=[
@@ -315,18 +333,18 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
             max_dp_cores=history.max_dp_cores or 0,
         )
 
-    def ListPeakInstances(
-        self, request: pb.ListPeakInstancesRequest, context: grpc.ServicerContext
+    @answers_failures
+    async def ListPeakInstances(
+        self, request: pb.ListPeakInstancesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListPeakInstancesResponse:
-        try:
-            page = requested_page(
-                f"peak-instances/{request.day}", request.page_size, request.page_token
-            )
-            found = self._service.peak_instances(request.day, page.offset, page.size)
-        except Refused as refusal:
-            refuse(context, refusal)
+        page = requested_page(
+            f"peak-instances/{request.day}", request.page_size, request.page_token
+        )
+        found = await self._offload(
+            self._service.peak_instances, request.day, page.offset, page.size
+        )
         if found is None:
-            abort(
+            await abort(
                 context,
                 grpc.StatusCode.NOT_FOUND,
                 "DAY_NOT_EVALUATED",

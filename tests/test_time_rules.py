@@ -381,7 +381,10 @@ def test_a_report_that_could_not_be_stored_changes_nothing_not_even_in_memory(
         for instance in ("gw-1", *(f"gw-{n}" for n in range(2, 20))):
             with pytest.raises(LicensingError) as refused:
                 harness.gateway.report_usage(instance, 12)
-            assert refused.value.code != grpc.StatusCode.OK
+            assert (refused.value.code, refused.value.reason) == (
+                grpc.StatusCode.UNAVAILABLE,
+                "STORAGE_UNAVAILABLE",
+            )
         status = harness.control_plane.status()
         assert (status.current_total_cores, status.live_instances) == (8, 1)
 

@@ -49,12 +49,17 @@ def check_history_request(days: int, day: str) -> None:
             f"days must be 0 (meaning {DEFAULT_HISTORY_DAYS}) to {MAX_HISTORY_DAYS}; got {days}",
         )
     if day:
-        try:
-            date.fromisoformat(day)
-        except ValueError:
-            raise Refused(
-                "INVALID_ARGUMENT", f"day must be a date, YYYY-MM-DD; got {quote(day)}"
-            ) from None
+        check_day(day)
+
+
+def check_day(day: str) -> None:
+    """A day named by its date, YYYY-MM-DD."""
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        raise Refused(
+            "INVALID_ARGUMENT", f"day must be a date, YYYY-MM-DD; got {quote(day)}"
+        ) from None
 
 
 # (interval_id, instance_id, cores, started_at, last_seen_at, ended_at): one stored row.

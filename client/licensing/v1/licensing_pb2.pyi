@@ -108,6 +108,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """LicenseFileStatus only: the file is larger than 1 MiB; no license is."""
     ERROR_REASON_DAY_NOT_EVALUATED: _ErrorReason.ValueType  # 20
     """ListPeakInstances: the day has not been evaluated (yet, or ever)."""
+    ERROR_REASON_STORAGE_UNAVAILABLE: _ErrorReason.ValueType  # 21
+    """UNAVAILABLE: the service could not read or write its database (a full
+    disk, a broken or locked file): the request was not stored. Retry later.
+    """
+    ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 22
+    """INTERNAL: an unexpected failure inside the service; its log has the
+    detail.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists every reason an error's google.rpc.ErrorInfo can carry.
@@ -163,6 +171,14 @@ ERROR_REASON_LICENSE_FILE_TOO_LARGE: ErrorReason.ValueType  # 19
 """LicenseFileStatus only: the file is larger than 1 MiB; no license is."""
 ERROR_REASON_DAY_NOT_EVALUATED: ErrorReason.ValueType  # 20
 """ListPeakInstances: the day has not been evaluated (yet, or ever)."""
+ERROR_REASON_STORAGE_UNAVAILABLE: ErrorReason.ValueType  # 21
+"""UNAVAILABLE: the service could not read or write its database (a full
+disk, a broken or locked file): the request was not stored. Retry later.
+"""
+ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 22
+"""INTERNAL: an unexpected failure inside the service; its log has the
+detail.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _LicenseRejectionReason:
