@@ -38,6 +38,15 @@ class UsageMeter:
         self, instance_id: str, cores: int, stopping: bool, now: Callable[[], float]
     ) -> float:
         """Apply one checked report; returns its receive time once it is durable."""
+        received_at, ticket = self.record(instance_id, cores, stopping, now)
+        self.commit(ticket)
+        return received_at
+
+    def record(
+        self, instance_id: str, cores: int, stopping: bool, now: Callable[[], float]
+    ) -> tuple[float, UsageTicket]:
+        """Apply one checked report in memory and queue its rows; memory only, never blocks
+        on the database. The report is durable once its ticket is committed."""
         with self._lock:
             # the receive time is read under the lock the evaluation also takes, so a report
             # stamped before midnight is queued before that midnight's evaluation reads usage
@@ -45,8 +54,7 @@ class UsageMeter:
             ticket = self._store.enqueue_usage(
                 self._tracker.report(instance_id, cores, stopping, received_at)
             )
-        self._commit(ticket)
-        return received_at
+        return received_at, ticket
 
     def expire(self, now: float) -> None:
         """Close the intervals of instances silent for longer than the TTL."""
@@ -55,18 +63,27 @@ class UsageMeter:
             if not rows:
                 return
             ticket = self._store.enqueue_usage(rows)
-        self._commit(ticket)
+        self.commit(ticket)
 
-    def _commit(self, ticket: UsageTicket) -> None:
+    def commit(self, ticket: UsageTicket) -> None:
+        """Wait until the ticket's rows are committed; raises StoreError if they could not be."""
         try:
             self._store.commit_usage(ticket)
         except StoreError:
-            with self._lock:
-                if self._store.usage_needs_reset:
-                    old_version = self._tracker.version
-                    self._tracker = self._load()
-                    self._tracker.version = old_version + 1
+            self.recover()
             raise
+
+    def flush(self) -> None:
+        """Commit every queued row now, in one transaction (a failure marks the tickets)."""
+        self._store.flush_usage()
+
+    def recover(self) -> None:
+        """After a failed commit: rebuild memory from what the store holds (once)."""
+        with self._lock:
+            if self._store.usage_needs_reset:
+                old_version = self._tracker.version
+                self._tracker = self._load()
+                self._tracker.version = old_version + 1
 
     def current_total(self, now: float) -> tuple[int, int]:
         """(total cores, instances) counting at `now`."""
@@ -75,5 +92,8 @@ class UsageMeter:
 
     def intervals_between(self, start: float, end: float) -> list[IntervalRow]:
         """The stored intervals that counted in [start, end), all reports queued so far included."""
+        # a barrier: every report stamped before this moment has been queued, and the store
+        # commits the queue before it reads; reports stamped later are stamped after `end`
         with self._lock:
-            return self._store.intervals_between(start, end, self.ttl)
+            pass
+        return self._store.intervals_between(start, end, self.ttl)

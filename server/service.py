@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -57,7 +57,7 @@ from server.domain.runtime import (
 )
 from server.domain.usage import DayPeak, check_day, check_report, peak_between
 from server.metering import UsageMeter
-from server.store import StandingRow, StateChangeRow, Store
+from server.store import StandingRow, StateChangeRow, Store, StoreError, UsageTicket
 
 log = logging.getLogger("licensing")
 
@@ -286,6 +286,14 @@ class ReportOutcome:
     state: RuntimeState
     received_at: float
     next_report_in: float
+
+
+@dataclass(frozen=True)
+class RecordedReport:
+    """A report applied in memory whose rows wait for a commit (`ticket.done`)."""
+
+    outcome: ReportOutcome
+    ticket: UsageTicket
 
 
 @dataclass(frozen=True)
@@ -629,14 +637,33 @@ class LicensingService:
         Raises UsageRejected for a bad report and StoreError when it could not be
         stored; either way nothing changed.
         """
+        recorded = self.record_usage(instance_id, cores, stopping)
+        self._meter.commit(recorded.ticket)
+        return recorded.outcome
+
+    def record_usage(self, instance_id: str, cores: int, stopping: bool) -> RecordedReport:
+        """The first half of `report_usage`, from memory only: the report is applied and
+        queued, and durable once `commit_usage` (or a concurrent commit) has stored its ticket.
+        Raises UsageRejected for a bad report."""
         check_report(instance_id, cores, stopping)
-        received_at = self._meter.report(instance_id, cores, stopping, self.now)
+        received_at, ticket = self._meter.record(instance_id, cores, stopping, self.now)
         jitter = 1.0 + random.uniform(-0.1, 0.1)
-        return ReportOutcome(
+        outcome = ReportOutcome(
             self._enforcement.at(received_at).standing.state,
             received_at,
             self._settings.report_interval * jitter,
         )
+        return RecordedReport(outcome, ticket)
+
+    def commit_usage(self) -> None:
+        """Store every recorded report now, in one transaction; blocks on the database."""
+        self._meter.flush()
+
+    def usage_refused(self, recorded: RecordedReport) -> NoReturn:
+        """A recorded report whose commit failed: memory is rebuilt from the store, and the
+        report is refused. Blocks on the database."""
+        self._meter.recover()
+        raise StoreError(f"usage could not be stored: {recorded.ticket.error}")
 
     # --- decisions and status -------------------------------------------------------
 

@@ -23,6 +23,7 @@ from server.domain.license import Deployment, License
 from server.domain.runtime import RuntimeState
 from server.domain.usage import DEFAULT_HISTORY_DAYS, check_history_request
 from server.errors import abort, answers_failures
+from server.group_commit import GroupCommit
 from server.paging import requested_page
 from server.service import (
     DayRecord,
@@ -157,6 +158,7 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
     def __init__(self, service: LicensingService, offload: Offload) -> None:
         self._service = service
         self._offload = offload
+        self._group_commit = GroupCommit(service.commit_usage, offload)
         self._deployment = service.deployment
         self._decisions: dict[int, tuple[Decision, pb.CheckWriteResponse]] = {}
         self._last_status: tuple[Status, pb.GetStatusResponse] | None = None
@@ -270,10 +272,13 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
     async def ReportUsage(
         self, request: pb.ReportUsageRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportUsageResponse:
-        # returns once the report is committed, together with the others arriving meanwhile
-        outcome = await self._offload(
-            self._service.report_usage, request.instance_id, request.cores, request.stopping
-        )
+        # applied in memory here, on the loop; answered once a commit carried it, together
+        # with the others recorded meanwhile
+        recorded = self._service.record_usage(request.instance_id, request.cores, request.stopping)
+        await self._group_commit.wait(recorded.ticket)
+        if recorded.ticket.error is not None:
+            await self._offload(self._service.usage_refused, recorded)
+        outcome = recorded.outcome
         return pb.ReportUsageResponse(
             state=STATES[outcome.state],
             next_report_in=duration(outcome.next_report_in),

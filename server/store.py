@@ -308,6 +308,11 @@ class Store:
         if ticket.error is not None:
             raise StoreError(f"usage could not be stored: {ticket.error}") from ticket.error
 
+    def flush_usage(self) -> None:
+        """Commit every queued ticket now (a failure is recorded in the tickets)."""
+        with self._write_lock:
+            self._flush_usage_locked()
+
     def _flush_usage_locked(self) -> None:
         with self._queue_lock:
             batch, self._usage_queue = self._usage_queue, []
