@@ -2,8 +2,10 @@
 
 One file in the data directory, WAL mode. A call answered with success has
 committed: with WAL and synchronous=NORMAL a commit survives the process
-being killed at any moment. Usage reports arriving together share one
-transaction (group commit), so durability does not cost throughput.
+being killed at any moment. Usage reports queued together share one
+transaction (group commit: a commit carries every ticket queued when it
+starts; the gRPC edge gathers them, see server/group_commit.py), so
+durability does not cost throughput.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import os
 import sqlite3
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,13 +27,6 @@ import sqlite_utils
 from server.domain.usage import IntervalRow
 
 DATABASE_NAME = "licensing.db"
-# Group commit. On one busy core the committing thread rarely sees another report queued, so
-# once reports have been seen arriving together (a commit carried more than one within the
-# last GROUPING_WINDOW seconds) a committer waits GROUP_COMMIT_WAIT for the reports in flight
-# to join it, unless GROUP_COMMIT_ENOUGH are queued already. A lone gateway never waits.
-GROUP_COMMIT_WAIT = 0.0003
-GROUP_COMMIT_ENOUGH = 4
-GROUPING_WINDOW = 0.01
 
 
 class StoreError(Exception):
@@ -247,7 +241,6 @@ class Store:
         self._write_lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._usage_queue: list[UsageTicket] = []
-        self._grouping_until = 0.0
         # a failed usage commit: later rows were built on the refused ones, so every commit
         # is refused until the caller rebuilds its memory from the store (`reset_usage`)
         self._usage_failure: BaseException | None = None
@@ -298,12 +291,6 @@ class Store:
         if not ticket.done:
             with self._write_lock:
                 if not ticket.done:
-                    if (
-                        time.monotonic() < self._grouping_until
-                        and len(self._usage_queue) < GROUP_COMMIT_ENOUGH
-                    ):
-                        # reports are arriving together: let those in flight join this commit
-                        time.sleep(GROUP_COMMIT_WAIT)
                     self._flush_usage_locked()
         if ticket.error is not None:
             raise StoreError(f"usage could not be stored: {ticket.error}") from ticket.error
@@ -322,8 +309,6 @@ class Store:
             self._fail(batch, self._usage_failure)
             return
         rows = [row for ticket in batch for row in ticket.rows]
-        if len(batch) > 1:
-            self._grouping_until = time.monotonic() + GROUPING_WINDOW
         conn = self.db.conn
         try:
             # the hot path: the driver's implicit BEGIN and one commit, no savepoint bookkeeping

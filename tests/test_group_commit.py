@@ -1,0 +1,94 @@
+"""The group commit on the event loop: every report is carried by a commit, and reports that
+arrive together share one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from server.group_commit import GroupCommit
+
+
+class Ticket:
+    def __init__(self) -> None:
+        self.done = False
+
+
+class Queue:
+    """What the store does: a commit carries every ticket queued when it starts."""
+
+    def __init__(self) -> None:
+        self.queued: list[Ticket] = []
+        self.commits: list[int] = []
+        self._lock = threading.Lock()
+
+    def record(self) -> Ticket:
+        ticket = Ticket()
+        with self._lock:
+            self.queued.append(ticket)
+        return ticket
+
+    def commit(self) -> None:
+        with self._lock:
+            batch, self.queued = self.queued, []
+        self.commits.append(len(batch))
+        for ticket in batch:
+            ticket.done = True
+
+
+def run(scenario: Callable[[GroupCommit, Queue], Any]) -> Queue:
+    queue = Queue()
+    with ThreadPoolExecutor(2) as pool:
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+
+            def offload(function: Callable[[], None]) -> Any:
+                return loop.run_in_executor(pool, function)
+
+            await scenario(GroupCommit(queue.commit, offload), queue)
+
+        asyncio.run(main())
+    return queue
+
+
+def test_a_lone_report_gets_a_commit_of_its_own_at_once() -> None:
+    async def scenario(group: GroupCommit, queue: Queue) -> None:
+        for _ in range(3):
+            ticket = queue.record()
+            await group.wait(ticket)
+            assert ticket.done
+
+    assert run(scenario).commits == [1, 1, 1]
+
+
+def test_reports_arriving_together_share_commits_and_each_is_carried() -> None:
+    async def scenario(group: GroupCommit, queue: Queue) -> None:
+        async def report() -> Ticket:
+            ticket = queue.record()
+            await group.wait(ticket)
+            return ticket
+
+        for _ in range(5):
+            tickets = await asyncio.gather(*(report() for _ in range(32)))
+            assert all(ticket.done for ticket in tickets)
+
+    commits = run(scenario).commits
+    assert sum(commits) == 5 * 32
+    assert len(commits) < 5 * 32 / 4
+
+
+def test_a_report_recorded_while_a_commit_runs_is_carried_by_the_next() -> None:
+    async def scenario(group: GroupCommit, queue: Queue) -> None:
+        first = queue.record()
+        waiting = asyncio.ensure_future(group.wait(first))
+        await asyncio.sleep(0)  # the first commit is on its way
+        second = queue.record()
+        await group.wait(second)
+        await waiting
+        assert first.done and second.done
+
+    assert sum(run(scenario).commits) == 2
