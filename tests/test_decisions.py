@@ -350,3 +350,104 @@ def test_any_other_resource_type_is_refused(resource_type: str) -> None:
         check_request(resource_type, "")
     assert raised.value.reason == "INVALID_RESOURCE_TYPE"
     assert raised.value.message == "resource_type must be 1 to 128 characters, e.g. 'route'"
+
+
+@pytest.mark.parametrize("feature", ["", "f", "x" * 128])
+def test_a_feature_of_up_to_128_characters_may_be_asked_about(feature: str) -> None:
+    check_request("route", feature)
+
+
+def test_a_longer_feature_is_refused_with_its_length_not_its_text() -> None:
+    with pytest.raises(InvalidWriteCheck) as raised:
+        check_request("route", "x" * 129)
+    assert raised.value.reason == "INVALID_FEATURE"
+    assert raised.value.message == (
+        "feature must be at most 128 characters (or empty for none); got 129"
+    )
+
+
+# --- the answer changes by itself at the instants the snapshot knows ----------------------
+
+
+def test_the_grace_ended_message_names_the_instant_it_ended() -> None:
+    rules = enforcement(EXCEEDED)
+    before = rules.decide("route", Operation.CREATE, "", GRACE_END - 0.001)
+    assert before.message == "allowed during the grace period, which ends 2027-01-20T08:00:00Z"
+    for now in (GRACE_END, GRACE_END + DAY / 2):
+        decision = rules.decide("route", Operation.CREATE, "", now)
+        # still allowed: only the next midnight's evaluation restricts
+        assert (decision.allowed, decision.reason) == (True, DecisionReason.GRACE_PERIOD)
+        assert decision.message == (
+            "allowed: the grace period ended 2027-01-20T08:00:00Z; creating and updating "
+            "configuration is blocked from the next midnight's evaluation if the day's peak is "
+            "still over the quota"
+        )
+
+
+def test_the_exceeded_warning_says_the_grace_ended_from_the_instant_it_ended() -> None:
+    rules = enforcement(EXCEEDED)
+    ends = (
+        "data-plane core usage exceeds the licensed 16 cores; the grace period ends "
+        "2027-01-20T08:00:00Z, after which creating and updating configuration is blocked"
+    )
+    ended = (
+        "data-plane core usage exceeds the licensed 16 cores and the grace period ended "
+        "2027-01-20T08:00:00Z: creating and updating configuration is blocked from the next "
+        "midnight's evaluation unless the day's peak is back within the quota"
+    )
+    assert [w.message for w in rules.warnings(GRACE_END - 0.001)] == [ends]
+    for now in (GRACE_END, GRACE_END + DAY / 2):
+        assert [w.message for w in rules.warnings(now)] == [ended]
+        read = rules.decide("route", Operation.READ, "", now)
+        assert [w.message for w in read.warnings] == [ended]
+
+
+# a renewal with fewer cores than the last peak, taking effect after the episode's grace ended
+TAKEOVER = NOW + 10 * DAY
+RENEWAL = replace(LICENSE, serial_number="LIC-0002", max_dp_cores=8, effective_at=TAKEOVER)
+
+
+def with_pending_renewal() -> tuple[Enforcement, Enforcement]:
+    successor = Enforcement(
+        RENEWAL, RENEWAL.expires_at, Standing(RuntimeState.RESTRICTED, GRACE_END), 30
+    )
+    return Enforcement(LICENSE, LICENSE.expires_at, NORMAL, 30, (TAKEOVER, successor)), successor
+
+
+def test_a_pending_license_answers_from_its_effective_instant() -> None:
+    rules, successor = with_pending_renewal()
+    assert rules.at(TAKEOVER - 0.001) is rules
+    assert rules.at(TAKEOVER) is successor
+    assert rules.at(TAKEOVER + DAY) is successor
+    before = rules.decide("route", Operation.UPDATE, "", TAKEOVER - 0.001)
+    assert (before.allowed, before.serial_number, before.warnings) == (True, "LIC-0001", ())
+    assert rules.warnings(TAKEOVER - 0.001) == ()
+
+
+def test_from_a_pending_licenses_effective_instant_every_answer_is_its_own() -> None:
+    rules, _ = with_pending_renewal()
+    restricted = (
+        "data-plane core usage exceeded the licensed 8 cores past the grace period: creating "
+        "and updating configuration is blocked; scale the gateways down or upload a license "
+        "with more cores"
+    )
+    assert [w.message for w in rules.warnings(TAKEOVER)] == [restricted]
+    update = rules.decide("route", Operation.UPDATE, "", TAKEOVER)
+    assert (update.allowed, update.reason, update.state, update.serial_number) == (
+        False,
+        DecisionReason.RESTRICTED,
+        RuntimeState.RESTRICTED,
+        "LIC-0002",
+    )
+    assert update.message == (
+        "restricted: data-plane core usage exceeded the licensed 8 cores past the 7-day grace "
+        "period; cannot update route. Scale the gateways down or upload a license with more "
+        "cores"
+    )
+    assert [w.message for w in update.warnings] == [restricted]
+    portal = rules.decide("portal", Operation.CREATE, "api7-portal", TAKEOVER)
+    assert portal.message == (
+        "portal needs feature 'api7-portal', which license LIC-0002 does not include "
+        "(it has: api7-gateway)"
+    )
+    assert rules.decide("route", Operation.DELETE, "", TAKEOVER).allowed

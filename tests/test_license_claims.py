@@ -251,26 +251,68 @@ def test_text_that_is_not_a_compact_jws_is_malformed(vendor: Vendor) -> None:
     )
 
 
-def test_a_detached_payload_is_malformed(vendor: Vendor) -> None:
+def test_a_detached_payload_is_malformed_and_the_decoders_words_are_cut_at_80_characters(
+    vendor: Vendor,
+) -> None:
     # RFC 7797: the payload travels elsewhere, so there is no license to read
     detached = jwt.api_jws.PyJWS().encode(
         b"{}", vendor.key, algorithm="EdDSA", headers={"kid": vendor.kid, "b64": False}
     )
     found = refused(vendor, detached)
-    assert found.reason is RejectionReason.MALFORMED
-    assert found.message.startswith("the license cannot be decoded: ")
+    assert (found.reason, found.message) == (
+        RejectionReason.MALFORMED,
+        "the license cannot be decoded: 'It is required that you pass in a value for the "
+        '"detached_payload" argument to d\'... (131 characters)',
+    )
 
 
 def test_each_signature_rejection_says_what_was_wrong(vendor: Vendor) -> None:
-    header = refused(vendor, "%%%.e30.AAAA")
-    assert header.message.startswith("the license header cannot be read: ")
     hs256 = jwt.encode({}, "s" * 32, algorithm="HS256", headers={"kid": vendor.kid})
-    assert refused(vendor, hs256).message.startswith("the license is signed with ")
-    assert "only EdDSA (Ed25519) is accepted" in refused(vendor, hs256).message
+    assert refused(vendor, hs256).message == (
+        "the license is signed with 'HS256'; only EdDSA (Ed25519) is accepted"
+    )
+    stranger = jwt.encode({}, vendor.key, algorithm="EdDSA", headers={"kid": "someone-else"})
+    assert refused(vendor, stranger).message == (
+        "the license is signed with key id 'someone-else', which this server does not trust "
+        "(trusted: vendor-test)"
+    )
     impostor = jwt.encode(
         {}, Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": vendor.kid}
     )
-    assert refused(vendor, impostor).message.startswith("the license signature does not verify")
+    assert refused(vendor, impostor).message == (
+        "the license signature does not verify with trusted key 'vendor-test'"
+    )
+
+
+def unsigned_with_header(header: dict[str, Any]) -> str:
+    encoded = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    return f"{encoded}.e30.AAAA"
+
+
+def test_an_unreadable_header_is_quoted_in_at_most_80_characters(vendor: Vendor) -> None:
+    not_json = base64.urlsafe_b64encode(b"{x").rstrip(b"=").decode()
+    found = refused(vendor, f"{not_json}.e30.AAAA")
+    assert (found.reason, found.message) == (
+        RejectionReason.MALFORMED,
+        "the license header cannot be read: 'Invalid header string: Expecting property name "
+        "enclosed in double quotes: line 1'... (98 characters)",
+    )
+
+
+def test_a_long_algorithm_or_key_id_is_quoted_in_at_most_40_characters(vendor: Vendor) -> None:
+    algorithm = refused(vendor, unsigned_with_header({"alg": "A" * 1000, "kid": vendor.kid}))
+    assert (algorithm.reason, algorithm.message) == (
+        RejectionReason.UNSUPPORTED_ALGORITHM,
+        f"the license is signed with '{'A' * 40}'... (1000 characters); only EdDSA (Ed25519) "
+        "is accepted",
+    )
+    key_id = refused(vendor, unsigned_with_header({"alg": "EdDSA", "kid": "k\n" * 500}))
+    assert (key_id.reason, key_id.message) == (
+        RejectionReason.UNKNOWN_KEY,
+        # the newlines escaped, so the refusal stays one line
+        "the license is signed with key id '" + "k\\n" * 20 + "'... (1000 characters), which "
+        "this server does not trust (trusted: vendor-test)",
+    )
 
 
 @pytest.mark.parametrize(

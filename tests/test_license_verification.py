@@ -324,8 +324,20 @@ def test_a_lone_surrogate_in_a_signed_claim_is_malformed(
 def test_a_lone_surrogate_in_the_header_is_malformed(vendor: Vendor) -> None:
     token = sign_raw(vendor, claims(), {"kid": vendor.kid, "typ": "JWT\ud800"})
     found = rejection(vendor, token)
-    assert found.reason is RejectionReason.MALFORMED
+    assert (found.reason, found.message) == (
+        RejectionReason.MALFORMED,
+        "the license header is not valid Unicode text: it holds half of a UTF-16 pair",
+    )
     found.message.encode()
+
+
+def test_a_lone_surrogate_in_a_claims_name_is_malformed_and_quoted_escaped(vendor: Vendor) -> None:
+    found = rejection(vendor, sign_raw(vendor, {**claims(), "note\ud800": "unused"}))
+    assert (found.reason, found.message) == (
+        RejectionReason.MALFORMED,
+        "claim 'note\\ud800' is not valid Unicode text: it holds half of a UTF-16 pair (text "
+        "read from a terminal or file that is not UTF-8?)",
+    )
 
 
 def test_the_issuer_refuses_to_sign_text_that_is_not_unicode(vendor: Vendor) -> None:
@@ -339,9 +351,16 @@ def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
-@pytest.mark.parametrize("part", ["payload", "header"])
+@pytest.mark.parametrize(
+    ("part", "message"),
+    [
+        ("payload", "the license payload is nested too deeply to be a license"),
+        ("header", "the license header is nested too deeply to be a license header"),
+    ],
+    ids=["payload", "header"],
+)
 def test_a_license_nested_deeper_than_the_recursion_limit_is_malformed(
-    vendor: Vendor, part: str
+    vendor: Vendor, part: str, message: str
 ) -> None:
     deep = nested(max(20_000, 2 * sys.getrecursionlimit()))
     header = {"alg": "EdDSA", "kid": vendor.kid}
@@ -353,7 +372,8 @@ def test_a_license_nested_deeper_than_the_recursion_limit_is_malformed(
         body = body[:-1] + f', "x": {deep}}}'
     signing_input = f"{b64(header_json.encode())}.{b64(body.encode())}"
     token = f"{signing_input}.{b64(vendor.key.sign(signing_input.encode()))}"
-    assert rejection(vendor, token).reason is RejectionReason.MALFORMED
+    found = rejection(vendor, token)
+    assert (found.reason, found.message) == (RejectionReason.MALFORMED, message)
 
 
 def test_padding_on_the_signature_makes_the_same_license(vendor: Vendor) -> None:

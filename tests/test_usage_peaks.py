@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from server.domain.refusal import Refused
 from server.domain.usage import (
     MAX_CORES,
     IntervalRow,
     UsageRejected,
     UsageTracker,
+    check_day,
+    check_history_request,
     check_report,
     peak_between,
 )
@@ -216,6 +219,49 @@ def test_a_good_report_is_accepted_and_counts_its_cores_or_stops_the_instance(
         assert fleet.tracker.current_total(DAY_START + 1) == (cores, 1)
         assert fleet.peak(DAY_START + 1, DAY_END) == cores
         assert fleet.rows[2][1:] == (instance_id, cores, DAY_START + 1, DAY_START + 1, None)
+
+
+# --- what a usage history request may ask ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("days", "day"), [(0, ""), (3660, ""), (1, "2027-01-05"), (0, "2028-02-29")]
+)
+def test_a_history_of_0_to_3660_days_or_of_one_dated_day_may_be_asked_for(
+    days: int, day: str
+) -> None:
+    check_history_request(days, day)
+
+
+@pytest.mark.parametrize("days", [-1, 3661])
+def test_a_history_of_more_than_3660_days_or_of_negative_days_is_refused(days: int) -> None:
+    with pytest.raises(Refused) as raised:
+        check_history_request(days, "")
+    assert (raised.value.reason, raised.value.message) == (
+        "INVALID_ARGUMENT",
+        f"days must be 0 (meaning 30) to 3660; got {days}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("day", "quoted"),
+    [
+        ("yesterday", "'yesterday'"),
+        ("2027-02-29", "'2027-02-29'"),
+        ("9" * 100, "'" + "9" * 40 + "'... (100 characters)"),
+    ],
+    ids=["words", "no-such-date", "long"],
+)
+def test_a_day_that_is_not_a_date_is_refused_with_a_short_quote_of_it(
+    day: str, quoted: str
+) -> None:
+    for check in (lambda: check_history_request(0, day), lambda: check_day(day)):
+        with pytest.raises(Refused) as raised:
+            check()
+        assert (raised.value.reason, raised.value.message) == (
+            "INVALID_ARGUMENT",
+            f"day must be a date, YYYY-MM-DD; got {quoted}",
+        )
 
 
 # --- what the service watches to know the current total changed ------------------------
