@@ -294,7 +294,7 @@ def test_an_unreadable_header_is_quoted_in_at_most_80_characters(vendor: Vendor)
     found = refused(vendor, f"{not_json}.e30.AAAA")
     assert (found.reason, found.message) == (
         RejectionReason.MALFORMED,
-        "the license header cannot be read: 'Invalid header string: Expecting property name "
+        "the license cannot be decoded: 'Invalid header string: Expecting property name "
         "enclosed in double quotes: line 1'... (98 characters)",
     )
 

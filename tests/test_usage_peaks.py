@@ -249,8 +249,11 @@ def test_a_history_of_more_than_3660_days_or_of_negative_days_is_refused(days: i
         ("yesterday", "'yesterday'"),
         ("2027-02-29", "'2027-02-29'"),
         ("9" * 100, "'" + "9" * 40 + "'... (100 characters)"),
+        # other ISO 8601 forms of a date name no stored day
+        ("20270105", "'20270105'"),
+        ("2027-W01-1", "'2027-W01-1'"),
     ],
-    ids=["words", "no-such-date", "long"],
+    ids=["words", "no-such-date", "long", "basic-format", "week-date"],
 )
 def test_a_day_that_is_not_a_date_is_refused_with_a_short_quote_of_it(
     day: str, quoted: str

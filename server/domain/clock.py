@@ -7,7 +7,7 @@ import time
 from typing import Protocol
 
 SECONDS_PER_DAY = 86_400.0
-# Differences smaller than this between the wall clock and service time are not a clock step.
+# Differences of up to this between the wall clock and service time are not a clock step.
 CLOCK_STEP_TOLERANCE = 1.0
 
 

@@ -125,7 +125,8 @@ def verify_signed(text: str, trusted_keys: Mapping[str, Ed25519PublicKey]) -> Li
         if isinstance(error, RecursionError) or isinstance(error.__cause__, RecursionError):
             message = "the license header is nested too deeply to be a license header"
         else:
-            message = f"the license header cannot be read: {quote(str(error), limit=80)}"
+            # PyJWT decodes all three parts here: the fault may be in any of them
+            message = f"the license cannot be decoded: {quote(str(error), limit=80)}"
         raise LicenseRejected(RejectionReason.MALFORMED, message) from None
     if _holds_lone_surrogate(header):
         raise LicenseRejected(

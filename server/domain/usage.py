@@ -15,6 +15,8 @@ from datetime import date
 
 from server.domain.refusal import Refused, quote
 
+# the other forms date.fromisoformat takes (20270105, 2027-W01-1) name no stored day
+DAY_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 INSTANCE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 MAX_CORES = 4096
 DEFAULT_HISTORY_DAYS = 30
@@ -53,8 +55,10 @@ def check_history_request(days: int, day: str) -> None:
 
 
 def check_day(day: str) -> None:
-    """A day named by its date, YYYY-MM-DD."""
+    """A day named by its date, exactly YYYY-MM-DD (days are stored under that name)."""
     try:
+        if not DAY_PATTERN.fullmatch(day):
+            raise ValueError(day)
         date.fromisoformat(day)
     except ValueError:
         raise Refused(
