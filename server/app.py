@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from licensing.v1 import licensing_pb2, licensing_pb2_grpc
 
-from server.auth import BearerTokenAuth, Role
+from server.auth import BearerTokenAuth, Role, TokenCheck
 from server.config import Config, ConfigError, is_loopback, load_config
 from server.domain.clock import Clock, SystemClock
 from server.domain.deployment import DeploymentRefused
@@ -177,7 +177,8 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
             "or pass --allow-plaintext"
         )
     keys = trusted_keys(config)
-    interceptors: list[Any] = [BearerTokenAuth(auth_tokens)] if any(auth_tokens.values()) else []
+    token_check = TokenCheck(auth_tokens) if any(auth_tokens.values()) else None
+    interceptors: list[Any] = [BearerTokenAuth(token_check)] if token_check is not None else []
     if not interceptors:
         log.warning("no tokens configured: every call is allowed (loopback only)")
     metrics = Metrics() if config.metrics_listen else None
