@@ -137,7 +137,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     the Allow header lists those it has.
     """
     ERROR_REASON_REQUEST_TIMEOUT: _ErrorReason.ValueType  # 36
-    """HTTP 408 (DEADLINE_EXCEEDED): the body did not arrive in time."""
+    """HTTP 408 (DEADLINE_EXCEEDED): the body did not arrive in time (or
+    CANCELLED: the client closed the connection before it did).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists every reason an error's google.rpc.ErrorInfo can carry.
@@ -222,7 +224,9 @@ ERROR_REASON_METHOD_NOT_ALLOWED: ErrorReason.ValueType  # 35
 the Allow header lists those it has.
 """
 ERROR_REASON_REQUEST_TIMEOUT: ErrorReason.ValueType  # 36
-"""HTTP 408 (DEADLINE_EXCEEDED): the body did not arrive in time."""
+"""HTTP 408 (DEADLINE_EXCEEDED): the body did not arrive in time (or
+CANCELLED: the client closed the connection before it did).
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _LicenseRejectionReason:
