@@ -201,10 +201,10 @@ class HttpEdge:
         if self._metrics is not None:
             middlewares.insert(0, self._measured)
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
-        # one table: one aiohttp route per HTTP method and path, from the proto's annotations
-        app.add_routes(
-            web.route(method, path, self._handle) for method, path in self._by_method_and_path
-        )
+        # one table: one aiohttp route per HTTP method and path, from the proto's annotations,
+        # grouped by path so each path is one aiohttp resource
+        by_path = sorted(self._by_method_and_path, key=lambda method_and_path: method_and_path[1])
+        app.add_routes(web.route(method, path, self._handle) for method, path in by_path)
         app.on_response_prepare.append(_add_security_headers)
         return app
 
