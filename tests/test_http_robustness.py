@@ -122,6 +122,17 @@ def test_a_body_that_never_arrives_is_answered_408_and_its_connection_closed(
     assert not harness.admin.status().HasField("license")
 
 
+def test_a_client_that_never_finishes_its_headers_is_closed_after_the_idle_limit(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness("--max-connection-idle", "0.5")
+    port = http_port(harness)
+    with connect(port) as slow_loris:
+        slow_loris.sendall(b"GET /api/license HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Wait: ")
+        assert call(port, "GET", "/api/license").status == 200
+        assert slow_loris.recv(1) == b""  # closed by the server, within the socket's 30 s
+
+
 def test_a_client_that_hangs_up_mid_body_leaves_nothing_behind(
     harness: Harness, vendor: Vendor, caplog: pytest.LogCaptureFixture
 ) -> None:
