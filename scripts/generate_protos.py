@@ -21,12 +21,15 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 OUTPUT_ROOT = ROOT / "client"
 GENERATED_DIR = Path("licensing") / "v1"
+# our own protos; protos/google/ is vendored only to compile against (its Python comes from
+# googleapis-common-protos, which generating it here would shadow)
+OWN_PROTOS = PROTO_ROOT / "licensing"
 
 
 def generate(out_root: Path) -> list[Path]:
     # the mypy-protobuf plugins are console scripts installed beside this Python
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    protos = sorted(PROTO_ROOT.rglob("*.proto"))
+    protos = sorted(OWN_PROTOS.rglob("*.proto"))
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     args = [
         "grpc_tools.protoc",

@@ -292,6 +292,9 @@ def simulated_server(data_dir: Path, vendor: Vendor, clock: ManualClock) -> Iter
         [
             "--listen",
             "127.0.0.1:0",
+            # the simulation speaks gRPC only
+            "--http-listen",
+            "",
             "--data-dir",
             str(data_dir / "data"),
             "--trusted-key",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -20,13 +22,15 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from licensing.v1 import licensing_pb2, licensing_pb2_grpc
 
-from server.auth import BearerTokenAuth, Role
-from server.config import Config, ConfigError, is_loopback, load_config
+from server.auth import BearerTokenAuth, Role, TokenCheck
+from server.config import Config, ConfigError, is_loopback, load_config, split_host_port
+from server.dev_tls import development_certificate
 from server.domain.clock import Clock, SystemClock
 from server.domain.deployment import DeploymentRefused
 from server.domain.license import load_public_key, private_key_pem, public_key_pem
 from server.evaluator import Evaluator
 from server.health import Health
+from server.http_edge import HttpEdge, tls_context
 from server.license_file import LicenseFileWatcher
 from server.limits import channel_options
 from server.loop import ServerLoop
@@ -115,6 +119,12 @@ class RunningServer:
     evaluator: Evaluator
     extras: list[Any]
     stopped: bool = field(default=False, init=False)
+    # the Admin API over HTTP(S); None when --http-listen is empty
+    http_edge: HttpEdge | None = None
+
+    @property
+    def http_port(self) -> int | None:
+        return self.http_edge.port if self.http_edge is not None else None
 
     def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """NOT_SERVING first, then drain calls in progress for up to `grace` s; idempotent."""
@@ -122,13 +132,20 @@ class RunningServer:
             return
         self.stopped = True
         self.health.enter_graceful_shutdown()
-        self.server_loop.run(self.server.stop(grace))
+        self.server_loop.run(self._drain(grace))
         for extra in self.extras:
             extra.stop()
         self.evaluator.stop()
         # waits for blocking work still running (a commit of a call cut off by the grace)
         self.server_loop.close()
         self.store.close()
+
+    async def _drain(self, grace: float) -> None:
+        """Both edges stop taking calls and drain at once."""
+        draining = [self.server.stop(grace)]
+        if self.http_edge is not None:
+            draining.append(self.http_edge.stop(grace))
+        await asyncio.gather(*draining)
 
 
 async def _bind(interceptors: list[Any], config: Config) -> grpc.aio.Server:
@@ -159,25 +176,53 @@ def _listen(server: grpc.aio.Server, config: Config) -> int:
     return int(port)
 
 
+def http_tls_files(config: Config) -> tuple[Path, Path] | None:
+    """The HTTP edge's certificate and key: the configured ones, or with --dev a self-signed
+    one made for localhost (gRPC stays as configured: plaintext on loopback, as before)."""
+    if config.tls_cert and config.tls_key:
+        return Path(config.tls_cert), Path(config.tls_key)
+    if config.dev and config.http_listen:
+        return development_certificate(Path(config.data_dir))
+    return None
+
+
+def _listen_http(
+    server_loop: ServerLoop, edge: HttpEdge, address: str, tls: tuple[Path, Path] | None
+) -> None:
+    host, port = split_host_port(address)
+    try:
+        context = tls_context(*tls) if tls is not None else None
+    except (OSError, ssl.SSLError) as error:
+        raise StartupError(f"cannot read TLS files for {address}: {error}") from None
+    try:
+        server_loop.run(edge.start(host, port, context))
+    except OSError as error:
+        raise StartupError(f"cannot listen on {address} (HTTP): {error}") from None
+
+
 def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
     """Open the store, catch up on missed days, and serve; health flips to SERVING when ready."""
     clock = clock or SystemClock()
-    host = config.listen_host
-    loopback = is_loopback(host)
     auth_tokens = tokens(config)
-    if not any(auth_tokens.values()) and not loopback:
-        raise StartupError(
-            f"refusing to serve {config.listen} without authentication: set "
-            "LICENSING_ADMIN_TOKEN (and the gateway and control-plane tokens), or listen on "
-            "loopback only"
-        )
-    if not config.tls_cert and not loopback and not config.allow_plaintext:
-        raise StartupError(
-            f"refusing to serve {config.listen} in plaintext: configure --tls-cert and --tls-key, "
-            "or pass --allow-plaintext"
-        )
+    http_tls = http_tls_files(config)
+    for address, tls in ((config.listen, bool(config.tls_cert)), (config.http_listen, http_tls)):
+        if not address:
+            continue
+        loopback = is_loopback(split_host_port(address)[0])
+        if not any(auth_tokens.values()) and not loopback:
+            raise StartupError(
+                f"refusing to serve {address} without authentication: set "
+                "LICENSING_ADMIN_TOKEN (and the gateway and control-plane tokens), or listen on "
+                "loopback only"
+            )
+        if not tls and not loopback and not config.allow_plaintext:
+            raise StartupError(
+                f"refusing to serve {address} in plaintext: configure --tls-cert and --tls-key, "
+                "or pass --allow-plaintext"
+            )
     keys = trusted_keys(config)
-    interceptors: list[Any] = [BearerTokenAuth(auth_tokens)] if any(auth_tokens.values()) else []
+    token_check = TokenCheck(auth_tokens) if any(auth_tokens.values()) else None
+    interceptors: list[Any] = [BearerTokenAuth(token_check)] if token_check is not None else []
     if not interceptors:
         log.warning("no tokens configured: every call is allowed (loopback only)")
     metrics = Metrics() if config.metrics_listen else None
@@ -240,10 +285,21 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
                     f"cannot serve metrics on {config.metrics_listen}: {error}"
                 ) from None
             undo.callback(extras[-1].stop)
-        licensing_pb2_grpc.add_LicenseServiceServicer_to_server(
-            LicenseServicer(service, server_loop.offload), server
-        )
+        servicer = LicenseServicer(service, server_loop.offload)
+        licensing_pb2_grpc.add_LicenseServiceServicer_to_server(servicer, server)
         server_loop.run(server.start())
+        http_edge = None
+        if config.http_listen:
+            # the same servicer, token check and metrics: a second edge onto the same service
+            http_edge = HttpEdge(
+                servicer,
+                token_check,
+                metrics.http if metrics is not None else None,
+                config.http_body_timeout,
+                config.max_connection_idle,
+            )
+            _listen_http(server_loop, http_edge, config.http_listen, http_tls)
+            undo.callback(lambda: server_loop.run(http_edge.stop(0)))
         undo.pop_all()
     evaluator = Evaluator(service, config.evaluation_interval)
     evaluator.start()
@@ -257,8 +313,23 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
         "TLS" if config.tls_cert else "plaintext",
         service.deployment.deployment_id,
     )
+    if http_edge is not None:
+        log.info(
+            "serving the Admin API on %s://%s (port %d): PUT and GET /api/license",
+            "https" if http_tls else "http",
+            config.http_listen,
+            http_edge.port,
+        )
     return RunningServer(
-        server_loop, server, port, service, store, health_service, evaluator, extras
+        server_loop,
+        server,
+        port,
+        service,
+        store,
+        health_service,
+        evaluator,
+        extras,
+        http_edge=http_edge,
     )
 
 

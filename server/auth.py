@@ -1,4 +1,5 @@
-"""Bearer-token authentication and role checks, as one server interceptor.
+"""Bearer-token authentication and role checks: one check, used by the gRPC interceptor and
+the HTTP edge alike.
 
 Tokens are compared in constant time and never logged. Methods without a
 role entry (health, reflection) need no token.
@@ -35,14 +36,13 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
 }
 
 
-def _refusal(code: grpc.StatusCode, reason: str, message: str) -> grpc.RpcMethodHandler:
+def _refusal(status: grpc.Status) -> grpc.RpcMethodHandler:
     """A handler that answers at once, made once.
 
     It is request-streaming, so gRPC calls it as soon as the headers are in,
     before any message: a caller without a token is answered even if it never
     sends its request, and holds nothing on the server while it waits.
     """
-    status = rich_status(code, reason, message)
 
     async def refuse(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
         await abort_with(context, status)
@@ -50,12 +50,13 @@ def _refusal(code: grpc.StatusCode, reason: str, message: str) -> grpc.RpcMethod
     return grpc.stream_unary_rpc_method_handler(refuse)
 
 
-class BearerTokenAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Checks every call to the service; hands back gRPC's own handler or a ready refusal.
+class TokenCheck:
+    """Who may call what: a bearer token's role, and the refusal of a call it may not make.
 
-    Per call: one look through the metadata and one constant-time comparison
-    with every configured token; no wrapping and no allocation when the
-    header has the usual form, `Bearer <token>`.
+    The one check behind every edge (the gRPC interceptor, the HTTP edge). Per
+    call: one constant-time comparison with every configured token, and no
+    allocation when the header has the usual form, `Bearer <token>`. The
+    refusals are made once, at start.
     """
 
     def __init__(self, tokens: Mapping[Role, Iterable[str]]) -> None:
@@ -65,16 +66,16 @@ class BearerTokenAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._tokens = [(token.encode(), role) for token, role in configured]
         # the header as clients send it, compared whole: no parsing on the hot path
         self._headers = [(f"Bearer {token}", role) for token, role in configured if token.isascii()]
-        self._missing = _refusal(
+        self.missing = rich_status(
             grpc.StatusCode.UNAUTHENTICATED,
             "MISSING_TOKEN",
-            "send 'authorization: Bearer <token>' metadata",
+            "send the header 'authorization: Bearer <token>'",
         )
-        self._invalid = _refusal(
+        self.invalid = rich_status(
             grpc.StatusCode.UNAUTHENTICATED, "INVALID_TOKEN", "the bearer token is not valid"
         )
-        self._forbidden = {
-            method: _refusal(
+        self.forbidden = {
+            method: rich_status(
                 grpc.StatusCode.PERMISSION_DENIED,
                 "ROLE_NOT_ALLOWED",
                 f"{method.rsplit('/', 1)[-1]} needs the role "
@@ -82,6 +83,10 @@ class BearerTokenAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
             for method, roles in METHOD_ROLES.items()
         }
+
+    def refusals(self) -> list[grpc.Status]:
+        """Every status `refusal` can answer, for an edge that prepares its answers."""
+        return [self.missing, self.invalid, *self.forbidden.values()]
 
     @staticmethod
     def _match(presented: AnyStr, known: list[tuple[AnyStr, Role]]) -> Role | None:
@@ -104,25 +109,46 @@ class BearerTokenAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return None
         return self._match(token.strip().encode("utf-8", "surrogateescape"), self._tokens)
 
+    def refusal(self, method: str, header: str | None) -> grpc.Status | None:
+        """None when `header` (the authorization value, None when absent) may call `method`
+        (a full gRPC method name); else the status that refuses the call."""
+        roles = METHOD_ROLES.get(method)
+        if roles is None:
+            return None
+        if header is None:
+            return self.missing
+        role = self.role_of(header)
+        if role is None:
+            return self.invalid
+        if role not in roles:
+            return self.forbidden[method]
+        return None
+
+
+class BearerTokenAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Checks every call to the service; hands back gRPC's own handler or a ready refusal.
+
+    Per call: one look through the metadata and the token check; no wrapping.
+    """
+
+    def __init__(self, check: TokenCheck) -> None:
+        self._check = check
+        self._refusals = {id(status): _refusal(status) for status in check.refusals()}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
-        roles = METHOD_ROLES.get(method)
-        if roles is None:
+        if method not in METHOD_ROLES:
             return await continuation(handler_call_details)
         header = None
         for key, value in handler_call_details.invocation_metadata:
             if key == "authorization":
                 header = value
                 break
-        if header is None:
-            return self._missing
-        role = self.role_of(header)
-        if role is None:
-            return self._invalid
-        if role not in roles:
-            return self._forbidden[method]
+        refusal = self._check.refusal(method, header)
+        if refusal is not None:
+            return self._refusals[id(refusal)]
         return await continuation(handler_call_details)

@@ -119,6 +119,22 @@ class Option:
 
 OPTIONS: list[Option] = [
     Option("listen", str, "127.0.0.1:7443", "address to serve gRPC on, HOST:PORT", "HOST:PORT"),
+    Option(
+        "http_listen",
+        _optional_str,
+        "127.0.0.1:7444",
+        "address to serve the Admin API (HTTPS/JSON: PUT and GET /api/license) on, HOST:PORT; "
+        "empty turns it off",
+        "HOST:PORT",
+    ),
+    Option(
+        "http_body_timeout",
+        _positive(float),
+        10.0,
+        "seconds an HTTP client has to send its request body; then it is answered 408 and its "
+        "connection closed",
+        "SECONDS",
+    ),
     Option("data_dir", str, "data", "directory that holds the SQLite database", "DIR"),
     Option(
         "trusted_key",
@@ -301,6 +317,8 @@ OPTIONS: list[Option] = [
 @dataclass(frozen=True)
 class Config:
     listen: str
+    http_listen: str | None
+    http_body_timeout: float
     data_dir: str
     trusted_key: list[str]
     deployment_id: str | None
@@ -453,6 +471,8 @@ def load_config(
 
 def _check(config: Config) -> None:
     split_host_port(config.listen)
+    if config.http_listen:
+        split_host_port(config.http_listen)
     if config.metrics_listen:
         split_host_port(config.metrics_listen)
     if bool(config.tls_cert) != bool(config.tls_key):

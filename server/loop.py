@@ -1,7 +1,7 @@
 """One asyncio event loop in its own thread, and the bounded pool for blocking work.
 
-Every edge serves from this loop: the gRPC server now, an HTTP edge beside it
-later (start it with `run`, e.g. an aiohttp `AppRunner`). Work that may block,
+Every edge serves from this loop: the gRPC server, and the HTTP edge beside
+it (an aiohttp `AppRunner`, started with `run`). Work that may block,
 a SQLite commit or read, a file read, a signature check, goes to the pool
 through `offload`, so no call waits behind another's disk and no client can
 hold the loop. The pool is also the loop's default executor, so

@@ -74,6 +74,7 @@ class Metrics:
             registry=self.registry,
         )
         self.interceptor = RpcMetrics(self.rpc_seconds, self.decisions)
+        self.http = HttpMetrics(self.registry)
 
     def watch(self, service: LicensingService) -> None:
         self.registry.register(StatusCollector(service))
@@ -185,6 +186,32 @@ class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         counter = self._decisions.labels(reason, "true" if response.allowed else "false")
         self._decision_children[response.reason] = counter
         return counter
+
+
+class HttpMetrics:
+    """The HTTP edge's requests, timed by method, route and HTTP status.
+
+    The labels come from the route table (or "unmatched"), never from what a
+    client sent, so they stay few; each label set's child is bound once.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._seconds = Histogram(
+            "licensing_http_request_handling_seconds",
+            "Time the server spent handling an Admin API request, by HTTP method, route (the "
+            "proto's path; 'unmatched' when none) and HTTP status.",
+            ["method", "route", "status"],
+            buckets=RPC_BUCKETS,
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str, int], Any] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._seconds.labels(method, route, str(status))
+        child.observe(seconds)
 
 
 class StatusCollector(Collector):

@@ -123,6 +123,9 @@ def server_config(
         [
             "--listen",
             "127.0.0.1:0",
+            # the HTTP edge is on, as by default, on a free port (RunningServer.http_port)
+            "--http-listen",
+            "127.0.0.1:0",
             "--data-dir",
             str(data_dir),
             "--trusted-key",
@@ -249,6 +252,8 @@ class ServerProcess:
             "server",
             "--listen",
             self.target,
+            "--http-listen",
+            "127.0.0.1:0",
             "--data-dir",
             str(data_dir),
             "--trusted-key",

@@ -36,8 +36,12 @@ def test_quick_benchmark_runs_and_writes_the_table(tmp_path: Path) -> None:
         "## Open loop: gateways reporting on a fixed schedule",
         "## Nightly evaluation",
         "## Storage at steady usage",
+        "## Admin API: `GET /api/license` over HTTP/1.1",
         "## Targets",
     ):
         assert heading in report
     for path in ("CheckWrite", "ReportUsage", "GetStatus"):
         assert f"| {path} | 1 |" in report
+    for transport in ("http", "https"):
+        assert f"| {transport} | 1 |" in report
+        assert f"| GET /api/license ({transport}), c=1 |" in report

@@ -116,7 +116,7 @@ def test_a_pinned_deployment_id_that_disagrees_with_the_data_directory_is_refuse
 
 def test_an_unpinned_deployment_id_is_made_once_and_kept(tmp_path: Path, vendor: Vendor) -> None:
     clock = ManualClock(time.time())
-    argv = ["--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")]
+    argv = ["--listen", "127.0.0.1:0", "--http-listen", "", "--data-dir", str(tmp_path / "d")]
     running = start_server(load_config(argv, environ=TOKENS), clock)
     made = running.service.deployment
     running.stop(grace=0)

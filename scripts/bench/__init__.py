@@ -11,12 +11,14 @@ One file per job:
   beside it for the record;
 * `load`: the load generator, closed loop at a fixed concurrency and open
   loop on a fixed schedule, a subprocess pinned to its own CPU;
+* `http_load`: the Admin API's load generator, `GET /api/license` over
+  keep-alive HTTP/1.1 connections, plaintext and HTTPS;
 * `runner`: starts the real server (`python -m server`, a license installed)
   and the ceilings, pinned to one CPU, and drives them in interleaved rounds;
 * `offline`: the nightly evaluation of 10,000 instances and the storage per
   instance-day, each in a process of its own;
 * `report`: the markdown with the method, the figures and the targets;
 * `cli`: the command line and the internal subcommands (`noop-server`,
-  `load`, `open-loop`, `nightly-fill`, `nightly-eval`, `storage`) that the
+  `load`, `load-http`, `open-loop`, `nightly-fill`, `nightly-eval`, `storage`) that the
   runner spawns.
 """

@@ -12,6 +12,7 @@ from types import FrameType
 
 from .ceilings import cmd_noop_server
 from .common import DEFAULT_OUTPUT, HOT_METHODS, ROOT
+from .http_load import cmd_load_http
 from .load import cmd_load, cmd_open_loop
 from .offline import cmd_nightly_eval, cmd_nightly_fill, cmd_storage
 from .report import Report
@@ -61,6 +62,15 @@ def parser() -> argparse.ArgumentParser:
         "--open-loop-channels", type=int, default=8, help="connections the gateways share"
     )
     root.add_argument("--skip-open-loop", action="store_true")
+    root.add_argument(
+        "--skip-http", action="store_true", help="do not measure the Admin API (GET /api/license)"
+    )
+    root.add_argument(
+        "--without-http-edge",
+        action="store_true",
+        help="run our server with the Admin API off (--http-listen ''), to compare the gRPC hot "
+        "paths with and without it; implies --skip-http",
+    )
     root.add_argument("--skip-nightly", action="store_true")
     root.add_argument("--skip-storage", action="store_true")
     root.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -98,6 +108,15 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument("--fleet", type=int, default=10_000)
     load.add_argument("--server-pid", type=int, default=0, help="process whose CPU time to read")
     load.add_argument("--each-once", action="store_true", help="send each request once and stop")
+    load_http = commands.add_parser(
+        "load-http", help="drive one server's GET /api/license; prints one JSON line"
+    )
+    load_http.add_argument("--target", required=True, help="the Admin API's HOST:PORT")
+    load_http.add_argument("--tls", action="store_true")
+    load_http.add_argument("--concurrency", type=int, default=1)
+    load_http.add_argument("--duration", type=float, default=3.0)
+    load_http.add_argument("--warmup", type=float, default=0.5)
+    load_http.add_argument("--server-pid", type=int, default=0, help="process whose CPU to read")
     open_loop = commands.add_parser("open-loop", help="report on a schedule; prints one JSON line")
     open_loop.add_argument("--target", required=True)
     open_loop.add_argument("--fleet", type=int, default=20_000)
@@ -139,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     subcommands: dict[str, Callable[[argparse.Namespace], int]] = {
         "noop-server": cmd_noop_server,
         "load": cmd_load,
+        "load-http": cmd_load_http,
         "open-loop": cmd_open_loop,
         "nightly-fill": cmd_nightly_fill,
         "nightly-eval": cmd_nightly_eval,

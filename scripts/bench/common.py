@@ -24,6 +24,8 @@ MESSAGES: dict[str, tuple[Any, Any]] = {
 # the servers measured: ours, the ceiling (a no-op of the same grpc.aio model), and for the
 # record a no-op thread-pool grpc.server
 OURS, AIO, THREAD = "ours", "noop-aio", "noop-thread"
+# our server again, with TLS, for the Admin API over HTTPS
+OURS_HTTPS = "ours-https"
 DEPLOYMENT_ID = "bench-deployment"
 KEY_ID = "bench-vendor"
 FLEET_CORES = 4

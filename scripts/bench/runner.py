@@ -11,10 +11,12 @@ of them alike. Ratios are taken within a round and reported as medians.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import secrets
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -38,6 +40,7 @@ from .common import (
     KEY_ID,
     MESSAGES,
     OURS,
+    OURS_HTTPS,
     ROOT,
     SERVICE,
     START_TIMEOUT,
@@ -48,6 +51,30 @@ from .common import (
     free_port,
     machine_busy_seconds,
 )
+
+
+def _http_call(
+    server: ServerProcess, method: str, body: bytes | None, token: str, tls: bool
+) -> int:
+    """One call to a server's Admin API (/api/license); returns the HTTP status."""
+    host, _, port = server.http_target.rpartition(":")
+    connection: http.client.HTTPConnection
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the benchmark's own self-signed certificate
+        connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=5)
+    else:
+        connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    try:
+        connection.request(method, "/api/license", body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return int(response.status)
+    finally:
+        connection.close()
+
 
 # below this many CPUs of other activity the machine counts as quiet (our idle servers tick)
 QUIET_LOAD = 0.1
@@ -85,6 +112,8 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     target: str
     log_path: Path
+    # the Admin API's HOST:PORT, for our servers
+    http_target: str = ""
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -155,6 +184,9 @@ class Bench:
         self.nightly: dict[str, Any] = {}
         self.storage: dict[str, Any] = {}
         self.open_loop: dict[str, Any] = {}
+        # GET /api/license runs by (transport, concurrency)
+        self.http_runs: dict[tuple[str, int], list[RunResult]] = {}
+        self.license_text, self.public_path = "", Path()
         self.began = time.monotonic()
         # runs that started although the machine did not go quiet within --wait-idle
         self.busy_waits = 0
@@ -167,18 +199,23 @@ class Bench:
     def _spawn(
         self, name: str, command: list[str], env: dict[str, str] | None = None
     ) -> ServerProcess:
-        port = free_port()
+        port, http_port = free_port(), free_port()
         log_path = self.workdir / f"{name}.log"
+        placed = [
+            a.replace("{port}", str(port)).replace("{http_port}", str(http_port)) for a in command
+        ]
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
-                [*self.pins.server, *[a.replace("{port}", str(port)) for a in command]],
+                [*self.pins.server, *placed],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
-        server = ServerProcess(name, process, f"127.0.0.1:{port}", log_path)
+        server = ServerProcess(
+            name, process, f"127.0.0.1:{port}", log_path, f"127.0.0.1:{http_port}"
+        )
         self.servers[name] = server
         return server
 
@@ -203,12 +240,7 @@ class Bench:
                         ) from None
                     time.sleep(0.2)
 
-    def start_ours(self) -> dict[str, bytes]:
-        """Our server with a signed license installed; returns one real response per method."""
-        from licensing.client import LicensingClient, Operation
-
-        key_dir = self.workdir / "vendor-keys"
-        license_text, public_path = bench_license(key_dir, time.time(), "BENCH-0001")
+    def _our_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             {
@@ -217,28 +249,44 @@ class Bench:
                 "LICENSING_CONTROL_PLANE_TOKEN": self.tokens["control_plane"],
             }
         )
+        return env
+
+    def _our_command(self, data_dir: Path, public_path: Path, *extra: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "server",
+            "--listen",
+            "127.0.0.1:{port}",
+            "--data-dir",
+            str(data_dir),
+            "--trusted-key",
+            f"{KEY_ID}={public_path}",
+            "--deployment-id",
+            DEPLOYMENT_ID,
+            "--deployment-date",
+            datetime.now(UTC).isoformat(),
+            "--instance-ttl",
+            str(BENCH_INSTANCE_TTL),
+            "--log-level",
+            "WARNING",
+            *extra,
+        ]
+
+    def start_ours(self) -> dict[str, bytes]:
+        """Our server with a signed license installed; returns one real response per method.
+
+        Its Admin API is on (as by default) on a free port, unless --without-http-edge."""
+        from licensing.client import LicensingClient, Operation
+
+        key_dir = self.workdir / "vendor-keys"
+        license_text, public_path = bench_license(key_dir, time.time(), "BENCH-0001")
+        self.license_text, self.public_path = license_text, public_path
+        http_listen = "" if self.args.without_http_edge else "127.0.0.1:{http_port}"
         server = self._spawn(
             OURS,
-            [
-                sys.executable,
-                "-m",
-                "server",
-                "--listen",
-                "127.0.0.1:{port}",
-                "--data-dir",
-                str(self.workdir / "data"),
-                "--trusted-key",
-                f"{KEY_ID}={public_path}",
-                "--deployment-id",
-                DEPLOYMENT_ID,
-                "--deployment-date",
-                datetime.now(UTC).isoformat(),
-                "--instance-ttl",
-                str(BENCH_INSTANCE_TTL),
-                "--log-level",
-                "WARNING",
-            ],
-            env,
+            self._our_command(self.workdir / "data", public_path, "--http-listen", http_listen),
+            self._our_env(),
         )
         self._wait_serving(server, "GetStatus", self.tokens["control_plane"], b"")
         with LicensingClient(server.target, token=self.tokens["admin"]) as admin:
@@ -255,6 +303,52 @@ class Bench:
             "ReportUsage": report.SerializeToString(),
             "GetStatus": status.SerializeToString(),
         }
+
+    def start_ours_https(self) -> ServerProcess:
+        """A second server of ours, with TLS, for the Admin API over HTTPS (its gRPC, on TLS
+        too, is not measured); the bench license uploaded over HTTPS."""
+        from server.dev_tls import self_signed_certificate
+
+        cert_path, key_path = self_signed_certificate(self.workdir / "tls")
+        tls_flags = ["--tls-cert", str(cert_path), "--tls-key", str(key_path)]
+        server = self._spawn(
+            OURS_HTTPS,
+            self._our_command(
+                self.workdir / "data-https",
+                self.public_path,
+                "--http-listen",
+                "127.0.0.1:{http_port}",
+                *tls_flags,
+            ),
+            self._our_env(),
+        )
+        self._wait_http(server, tls=True)
+        uploaded = _http_call(
+            server,
+            "PUT",
+            json.dumps({"license": self.license_text}).encode(),
+            self.tokens["admin"],
+            tls=True,
+        )
+        if uploaded != 200:
+            raise RuntimeError(f"uploading the bench license over HTTPS answered {uploaded}")
+        return server
+
+    def _wait_http(self, server: ServerProcess, tls: bool) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if server.process.poll() is not None:
+                raise RuntimeError(f"{server.name} exited:\n{server.log_tail()}")
+            try:
+                if _http_call(server, "GET", None, self.tokens["control_plane"], tls) == 200:
+                    return
+            except OSError as error:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{server.name}'s Admin API did not answer within {START_TIMEOUT:.0f} s "
+                        f"({error}):\n{server.log_tail()}"
+                    ) from None
+            time.sleep(0.2)
 
     def start_noop(self, kind: str, responses_path: Path) -> None:
         name = THREAD if kind == "thread" else AIO
@@ -446,6 +540,64 @@ class Bench:
             f"errors {result['errors'] or 'none'}"
         )
 
+    # --- the Admin API ---
+
+    def run_http(self, server: ServerProcess, tls: bool, concurrency: int) -> RunResult:
+        if self.args.wait_idle > 0:
+            self.wait_until_quiet()
+        raw = self._generator(
+            [
+                "load-http",
+                "--target",
+                server.http_target,
+                *(["--tls"] if tls else []),
+                "--concurrency",
+                str(concurrency),
+                "--duration",
+                str(self.args.duration),
+                "--warmup",
+                str(self.args.warmup),
+                "--server-pid",
+                str(server.process.pid),
+            ],
+            self.tokens["control_plane"],
+            self.args.warmup + self.args.duration + 60,
+        )
+        if raw["errors"]:
+            self.notes.append(f"{server.name} GET /api/license c={concurrency}: {raw['errors']}")
+        calls = max(int(raw["calls"]), 1)
+        return RunResult(
+            server=server.name,
+            rps=float(raw["rps"]),
+            p50_ms=float(raw["p50_ms"]),
+            p99_ms=float(raw["p99_ms"]),
+            server_cpu_us=float(raw["server_cpu_s"]) / calls * 1e6,
+            generator_cpu=float(raw["generator_cpu_s"]) / float(raw["elapsed"]),
+            server_busy=float(raw["server_cpu_s"]) / float(raw["elapsed"]),
+            other_load=float(raw["other_cpu_s"]) / float(raw["elapsed"]),
+            calls=int(raw["calls"]),
+            errors=dict(raw["errors"]),
+        )
+
+    def measure_http(self) -> None:
+        """GET /api/license, plaintext on loopback (the server measured above) and over
+        HTTPS (a second server with TLS), each at every concurrency, in rounds."""
+        plain = self.servers[OURS]
+        self._wait_http(plain, tls=False)
+        secure = self.start_ours_https()
+        for round_number in range(self.args.rounds):
+            for transport, server in (("http", plain), ("https", secure)):
+                for concurrency in self.args.concurrency:
+                    result = self.run_http(server, transport == "https", concurrency)
+                    self.http_runs.setdefault((transport, concurrency), []).append(result)
+                    self.log(
+                        f"GET /api/license {transport:5s} c={concurrency:<2d} round "
+                        f"{round_number + 1}/{self.args.rounds} {result.rps:8.0f} rps  p50 "
+                        f"{result.p50_ms:6.3f} ms  p99 {result.p99_ms:6.3f} ms  server "
+                        f"{result.server_cpu_us:6.0f} us/request  generator CPU "
+                        f"{result.generator_cpu:4.0%}  other load {result.other_load:4.2f} CPUs"
+                    )
+
     # --- nightly and storage ---
 
     def _subcommand(self, args: list[str], timeout: float) -> dict[str, Any]:
@@ -508,6 +660,8 @@ class Bench:
         try:
             try:
                 self.measure_hot_paths()
+                if not self.args.skip_http and not self.args.without_http_edge:
+                    self.measure_http()
                 if not self.args.skip_open_loop:
                     self.measure_open_loop()
             finally:

@@ -116,6 +116,30 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INTERNAL: an unexpected failure inside the service; its log has the
     detail.
     """
+    ERROR_REASON_INVALID_REQUEST_BODY: _ErrorReason.ValueType  # 30
+    """30 to 39: refusals of the HTTP edge, before any method is called.
+
+    HTTP 400: the body is not UTF-8 JSON of the request message (not JSON,
+    an unknown field, a wrongly typed value such as {"license": 5}).
+    """
+    ERROR_REASON_INVALID_QUERY_PARAMETER: _ErrorReason.ValueType  # 31
+    """HTTP 400: a query parameter that is not a field of the request message,
+    repeated, or of the wrong type; or dry-run other than "all".
+    """
+    ERROR_REASON_REQUEST_TOO_LARGE: _ErrorReason.ValueType  # 32
+    """HTTP 413 (RESOURCE_EXHAUSTED): the body is larger than 1 MiB."""
+    ERROR_REASON_UNSUPPORTED_MEDIA_TYPE: _ErrorReason.ValueType  # 33
+    """HTTP 415: a body that is not Content-Type application/json (UTF-8)."""
+    ERROR_REASON_ROUTE_NOT_FOUND: _ErrorReason.ValueType  # 34
+    """HTTP 404 (NOT_FOUND): no route has this path."""
+    ERROR_REASON_METHOD_NOT_ALLOWED: _ErrorReason.ValueType  # 35
+    """HTTP 405 (UNIMPLEMENTED): the path has no route for this HTTP method;
+    the Allow header lists those it has.
+    """
+    ERROR_REASON_REQUEST_TIMEOUT: _ErrorReason.ValueType  # 36
+    """HTTP 408 (DEADLINE_EXCEEDED): the body did not arrive in time (or
+    CANCELLED: the client closed the connection before it did).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists every reason an error's google.rpc.ErrorInfo can carry.
@@ -178,6 +202,30 @@ disk, a broken or locked file): the request was not stored. Retry later.
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 22
 """INTERNAL: an unexpected failure inside the service; its log has the
 detail.
+"""
+ERROR_REASON_INVALID_REQUEST_BODY: ErrorReason.ValueType  # 30
+"""30 to 39: refusals of the HTTP edge, before any method is called.
+
+HTTP 400: the body is not UTF-8 JSON of the request message (not JSON,
+an unknown field, a wrongly typed value such as {"license": 5}).
+"""
+ERROR_REASON_INVALID_QUERY_PARAMETER: ErrorReason.ValueType  # 31
+"""HTTP 400: a query parameter that is not a field of the request message,
+repeated, or of the wrong type; or dry-run other than "all".
+"""
+ERROR_REASON_REQUEST_TOO_LARGE: ErrorReason.ValueType  # 32
+"""HTTP 413 (RESOURCE_EXHAUSTED): the body is larger than 1 MiB."""
+ERROR_REASON_UNSUPPORTED_MEDIA_TYPE: ErrorReason.ValueType  # 33
+"""HTTP 415: a body that is not Content-Type application/json (UTF-8)."""
+ERROR_REASON_ROUTE_NOT_FOUND: ErrorReason.ValueType  # 34
+"""HTTP 404 (NOT_FOUND): no route has this path."""
+ERROR_REASON_METHOD_NOT_ALLOWED: ErrorReason.ValueType  # 35
+"""HTTP 405 (UNIMPLEMENTED): the path has no route for this HTTP method;
+the Allow header lists those it has.
+"""
+ERROR_REASON_REQUEST_TIMEOUT: ErrorReason.ValueType  # 36
+"""HTTP 408 (DEADLINE_EXCEEDED): the body did not arrive in time (or
+CANCELLED: the client closed the connection before it did).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 

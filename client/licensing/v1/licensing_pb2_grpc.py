@@ -34,6 +34,13 @@ class LicenseServiceStub:
     google.rpc.ErrorInfo (domain "licensing.v1") whose reason is an
     ErrorReason value name without its "ERROR_REASON_" prefix, for example
     "MALFORMED" or "BAD_SIGNATURE".
+
+    The google.api.http annotations are the seed's Admin API over HTTPS/JSON
+    (google/api/http.proto's transcoding rules; JSON with the proto field
+    names). The server's HTTP edge serves them; so could Envoy's gRPC-JSON
+    transcoder or grpc-gateway. The edge also takes the seed's spelling of
+    Validate, `PUT /api/license?dry-run=all`, which no annotation can
+    express: a transcoder serving only these annotations does not know it.
     """
 
     def __init__(self, channel):
@@ -88,6 +95,13 @@ class LicenseServiceServicer:
     google.rpc.ErrorInfo (domain "licensing.v1") whose reason is an
     ErrorReason value name without its "ERROR_REASON_" prefix, for example
     "MALFORMED" or "BAD_SIGNATURE".
+
+    The google.api.http annotations are the seed's Admin API over HTTPS/JSON
+    (google/api/http.proto's transcoding rules; JSON with the proto field
+    names). The server's HTTP edge serves them; so could Envoy's gRPC-JSON
+    transcoder or grpc-gateway. The edge also takes the seed's spelling of
+    Validate, `PUT /api/license?dry-run=all`, which no annotation can
+    express: a transcoder serving only these annotations does not know it.
     """
 
     def Upload(self, request, context):
@@ -102,7 +116,8 @@ class LicenseServiceServicer:
 
     def Validate(self, request, context):
         """Validate runs the same checks as Upload without applying anything and
-        says what applying the license would do. Role: admin.
+        says what applying the license would do. Role: admin. Over HTTP also
+        `PUT /api/license?dry-run=all`, as the seed writes it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,7 +150,8 @@ class LicenseServiceServicer:
 
     def GetUsageHistory(self, request, context):
         """GetUsageHistory returns the evaluated days, newest first, and the
-        recorded state changes. Roles: admin, control plane.
+        recorded state changes. Roles: admin, control plane. Over HTTP the
+        request's fields are query parameters: `?days=7&include_peak_instances=true`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,6 +221,13 @@ class LicenseService:
     google.rpc.ErrorInfo (domain "licensing.v1") whose reason is an
     ErrorReason value name without its "ERROR_REASON_" prefix, for example
     "MALFORMED" or "BAD_SIGNATURE".
+
+    The google.api.http annotations are the seed's Admin API over HTTPS/JSON
+    (google/api/http.proto's transcoding rules; JSON with the proto field
+    names). The server's HTTP edge serves them; so could Envoy's gRPC-JSON
+    transcoder or grpc-gateway. The edge also takes the seed's spelling of
+    Validate, `PUT /api/license?dry-run=all`, which no annotation can
+    express: a transcoder serving only these annotations does not know it.
     """
 
     @staticmethod

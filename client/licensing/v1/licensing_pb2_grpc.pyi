@@ -35,6 +35,13 @@ class LicenseServiceStub:
     google.rpc.ErrorInfo (domain "licensing.v1") whose reason is an
     ErrorReason value name without its "ERROR_REASON_" prefix, for example
     "MALFORMED" or "BAD_SIGNATURE".
+
+    The google.api.http annotations are the seed's Admin API over HTTPS/JSON
+    (google/api/http.proto's transcoding rules; JSON with the proto field
+    names). The server's HTTP edge serves them; so could Envoy's gRPC-JSON
+    transcoder or grpc-gateway. The edge also takes the seed's spelling of
+    Validate, `PUT /api/license?dry-run=all`, which no annotation can
+    express: a transcoder serving only these annotations does not know it.
     """
 
     @_typing.overload
@@ -49,7 +56,8 @@ class LicenseServiceStub:
     """
     Validate: _grpc.UnaryUnaryMultiCallable[_licensing_pb2.ValidateRequest, _licensing_pb2.ValidateResponse]
     """Validate runs the same checks as Upload without applying anything and
-    says what applying the license would do. Role: admin.
+    says what applying the license would do. Role: admin. Over HTTP also
+    `PUT /api/license?dry-run=all`, as the seed writes it.
     """
     GetStatus: _grpc.UnaryUnaryMultiCallable[_licensing_pb2.GetStatusRequest, _licensing_pb2.GetStatusResponse]
     """GetStatus returns the license in force, the runtime state, usage and
@@ -66,7 +74,8 @@ class LicenseServiceStub:
     """
     GetUsageHistory: _grpc.UnaryUnaryMultiCallable[_licensing_pb2.GetUsageHistoryRequest, _licensing_pb2.GetUsageHistoryResponse]
     """GetUsageHistory returns the evaluated days, newest first, and the
-    recorded state changes. Roles: admin, control plane.
+    recorded state changes. Roles: admin, control plane. Over HTTP the
+    request's fields are query parameters: `?days=7&include_peak_instances=true`.
     """
     ListPeakInstances: _grpc.UnaryUnaryMultiCallable[_licensing_pb2.ListPeakInstancesRequest, _licensing_pb2.ListPeakInstancesResponse]
     """ListPeakInstances returns the instances that made up one evaluated day's
@@ -84,6 +93,13 @@ class LicenseServiceAsyncStub(LicenseServiceStub):
     google.rpc.ErrorInfo (domain "licensing.v1") whose reason is an
     ErrorReason value name without its "ERROR_REASON_" prefix, for example
     "MALFORMED" or "BAD_SIGNATURE".
+
+    The google.api.http annotations are the seed's Admin API over HTTPS/JSON
+    (google/api/http.proto's transcoding rules; JSON with the proto field
+    names). The server's HTTP edge serves them; so could Envoy's gRPC-JSON
+    transcoder or grpc-gateway. The edge also takes the seed's spelling of
+    Validate, `PUT /api/license?dry-run=all`, which no annotation can
+    express: a transcoder serving only these annotations does not know it.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -95,7 +111,8 @@ class LicenseServiceAsyncStub(LicenseServiceStub):
     """
     Validate: _aio.UnaryUnaryMultiCallable[_licensing_pb2.ValidateRequest, _licensing_pb2.ValidateResponse]  # type: ignore[assignment]
     """Validate runs the same checks as Upload without applying anything and
-    says what applying the license would do. Role: admin.
+    says what applying the license would do. Role: admin. Over HTTP also
+    `PUT /api/license?dry-run=all`, as the seed writes it.
     """
     GetStatus: _aio.UnaryUnaryMultiCallable[_licensing_pb2.GetStatusRequest, _licensing_pb2.GetStatusResponse]  # type: ignore[assignment]
     """GetStatus returns the license in force, the runtime state, usage and
@@ -112,7 +129,8 @@ class LicenseServiceAsyncStub(LicenseServiceStub):
     """
     GetUsageHistory: _aio.UnaryUnaryMultiCallable[_licensing_pb2.GetUsageHistoryRequest, _licensing_pb2.GetUsageHistoryResponse]  # type: ignore[assignment]
     """GetUsageHistory returns the evaluated days, newest first, and the
-    recorded state changes. Roles: admin, control plane.
+    recorded state changes. Roles: admin, control plane. Over HTTP the
+    request's fields are query parameters: `?days=7&include_peak_instances=true`.
     """
     ListPeakInstances: _aio.UnaryUnaryMultiCallable[_licensing_pb2.ListPeakInstancesRequest, _licensing_pb2.ListPeakInstancesResponse]  # type: ignore[assignment]
     """ListPeakInstances returns the instances that made up one evaluated day's
@@ -129,6 +147,13 @@ class LicenseServiceServicer(metaclass=_abc_1.ABCMeta):
     google.rpc.ErrorInfo (domain "licensing.v1") whose reason is an
     ErrorReason value name without its "ERROR_REASON_" prefix, for example
     "MALFORMED" or "BAD_SIGNATURE".
+
+    The google.api.http annotations are the seed's Admin API over HTTPS/JSON
+    (google/api/http.proto's transcoding rules; JSON with the proto field
+    names). The server's HTTP edge serves them; so could Envoy's gRPC-JSON
+    transcoder or grpc-gateway. The edge also takes the seed's spelling of
+    Validate, `PUT /api/license?dry-run=all`, which no annotation can
+    express: a transcoder serving only these annotations does not know it.
     """
 
     @_abc_1.abstractmethod
@@ -150,7 +175,8 @@ class LicenseServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_licensing_pb2.ValidateResponse, _abc.Awaitable[_licensing_pb2.ValidateResponse]]:
         """Validate runs the same checks as Upload without applying anything and
-        says what applying the license would do. Role: admin.
+        says what applying the license would do. Role: admin. Over HTTP also
+        `PUT /api/license?dry-run=all`, as the seed writes it.
         """
 
     @_abc_1.abstractmethod
@@ -191,7 +217,8 @@ class LicenseServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_licensing_pb2.GetUsageHistoryResponse, _abc.Awaitable[_licensing_pb2.GetUsageHistoryResponse]]:
         """GetUsageHistory returns the evaluated days, newest first, and the
-        recorded state changes. Roles: admin, control plane.
+        recorded state changes. Roles: admin, control plane. Over HTTP the
+        request's fields are query parameters: `?days=7&include_peak_instances=true`.
         """
 
     @_abc_1.abstractmethod
