@@ -58,7 +58,8 @@ function signInError(error) {
 async function signIn(event) {
   event.preventDefault();
   const input = $("token");
-  const secret = input.value.trim();
+  // a token pasted with its header's "Bearer " is the same token
+  const secret = input.value.trim().replace(/^Bearer\s+/i, "");
   if (!secret) {
     showSignIn("Enter a bearer token: an admin or control-plane token.");
     return;
