@@ -6,7 +6,7 @@ import { cores, int, stateName } from "./format.js";
 const SVG = "http://www.w3.org/2000/svg";
 const HEIGHT = 260;
 const MIN_SLOT = 22; // the narrowest a day gets; narrower charts scroll sideways
-const MARGIN = { top: 22, right: 12, bottom: 50, left: 44 };
+const MARGIN = { top: 22, right: 60, bottom: 50, left: 44 };
 const STRIP = 14; // the state strip under each bar
 const STATE_LETTER = { NORMAL: "N", DP_CORE_EXCEEDED: "E", RESTRICTED: "R" };
 
@@ -92,26 +92,6 @@ export function renderChart(container, days, selectedDay, onSelect) {
   }
   root.append(svg("text", { x: 4, y: 12, class: "axis" }, "cores"));
 
-  // the quota of each day, as a step line (no segment where no license was in force)
-  let path = "";
-  let previous = null;
-  facts.forEach((f, i) => {
-    const x0 = MARGIN.left + i * slot;
-    if (f.quota <= 0) {
-      previous = null;
-      return;
-    }
-    path += previous === null ? `M${x0},${y(f.quota)}` : `V${y(f.quota)}`;
-    path += `H${x0 + slot}`;
-    previous = f.quota;
-  });
-  if (path) root.append(svg("path", { d: path, class: "quota-line" }));
-  const last = facts[facts.length - 1];
-  if (last.quota > 0) {
-    root.append(svg("text", { x: width - MARGIN.right, y: y(last.quota) - 5, class: "quota-label", "text-anchor": "end" },
-      `quota ${last.quota}`));
-  }
-
   const labelEvery = Math.ceil((facts.length * 40) / plotWidth); // a label needs about 40 px
   facts.forEach((f, i) => {
     const x0 = MARGIN.left + i * slot;
@@ -148,6 +128,26 @@ export function renderChart(container, days, selectedDay, onSelect) {
     group.addEventListener("click", () => onSelect(f.day));
     root.append(group);
   });
+
+  // the quota of each day, as a step line over the bars (no segment where no license was in force)
+  let path = "";
+  let previous = null;
+  facts.forEach((f, i) => {
+    const x0 = MARGIN.left + i * slot;
+    if (f.quota <= 0) {
+      previous = null;
+      return;
+    }
+    path += previous === null ? `M${x0},${y(f.quota)}` : `V${y(f.quota)}`;
+    path += `H${x0 + slot}`;
+    previous = f.quota;
+  });
+  if (path) root.append(svg("path", { d: path, class: "quota-line" }));
+  const last = facts[facts.length - 1];
+  if (last.quota > 0) {
+    root.append(svg("text", { x: width - MARGIN.right + 6, y: y(last.quota) + 4, class: "quota-label" },
+      `quota ${last.quota}`));
+  }
 
   root.addEventListener("keydown", (event) => {
     const groups = [...root.querySelectorAll("g.day")];

@@ -375,6 +375,14 @@ async function selectDay(day) {
   renderDay(detail, found);
 }
 
+/** How long the service ran within the day, in words. */
+function ranWords(day) {
+  const ran = seconds(day.observed_duration);
+  const length = ((millis(day.end_time) ?? 0) - (millis(day.start_time) ?? 0)) / 1000;
+  if (length > 0 && ran >= length - 1) return "The service ran all day";
+  return `The service ran ${durationWords(ran)} of the day`;
+}
+
 function renderDay(detail, day) {
   const facts = dayFacts(day);
   const instances = day.peak_instances || [];
@@ -384,8 +392,7 @@ function renderDay(detail, day) {
     `State ${stateName(day.state_before)} → ${facts.state}` +
       `${day.grace_end_time ? `; grace ends ${dateTime(day.grace_end_time)}` : ""}.`,
     day.peak_time ? `Peak reached at ${dateTime(day.peak_time)}.` : "No usage reported that day.",
-    `The service ran ${durationWords(seconds(day.observed_duration))} of the day` +
-      `${day.observed ? "" : " (not observed: a day within the quota proves nothing)"}.`,
+    `${ranWords(day)}${day.observed ? "" : " (not observed: a day within the quota proves nothing)"}.`,
   ];
   const table = el("table", { class: "instances" },
     el("caption", {}, `Instances at the peak of ${facts.day}`),
