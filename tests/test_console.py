@@ -43,7 +43,9 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-# bounded waits: long enough for one refresh of the page (every 5 s) on a busy machine
+# bounded waits: for the page to show an answer, and for one of its refreshes (every 5 s),
+# on a busy machine
+EXPECT_WAIT_MS = 10_000
 REFRESH_WAIT_MS = 15_000
 
 
@@ -53,15 +55,21 @@ def _missing_browser(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole session; each test opens its own context."""
+    """One headless Chromium for all the console's tests; each test opens its own context.
+
+    Module scope, not session: while Playwright's sync API is open its event loop counts as
+    running in this thread, and other modules' asyncio.run() would refuse to start."""
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
         _missing_browser(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _missing_browser("the playwright package is not installed (pip install '.[test]')")
+    from playwright.sync_api import expect as playwright_expect
+
+    playwright_expect.set_options(timeout=EXPECT_WAIT_MS)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -111,7 +119,7 @@ def open_console(
         )
         contexts.append(context)
         page = context.new_page()
-        page.set_default_timeout(10_000)
+        page.set_default_timeout(EXPECT_WAIT_MS)
         console = Console(harness, page, f"{scheme}://127.0.0.1:{port}/", tmp_path)
         page.on(
             "console",
@@ -134,6 +142,8 @@ def open_console(
 
 
 def expect(locator: Any) -> Any:
+    """Playwright's expect: it retries until the page shows what it should, for at most
+    EXPECT_WAIT_MS (a bound, not a timing under test)."""
     from playwright.sync_api import expect as playwright_expect
 
     return playwright_expect(locator)

@@ -22,6 +22,7 @@ const view = {
   role: null, // "admin" or "control-plane"
   timer: null,
   refreshing: false,
+  refreshAgain: false,
   firstStatus: true,
   licenseActive: null,
   chartKey: "",
@@ -108,8 +109,14 @@ function start(role) {
 
 async function refresh() {
   clearTimeout(view.timer);
-  if (view.refreshing || !view.role) return;
+  if (!view.role) return;
+  if (view.refreshing) {
+    // what is in flight may have been read before a change just made: read again after it
+    view.refreshAgain = true;
+    return;
+  }
   view.refreshing = true;
+  view.refreshAgain = false;
   try {
     const [status, history] = await Promise.all([getStatus(), getUsage(CHART_DAYS)]);
     if (!view.role) return;
@@ -127,7 +134,7 @@ async function refresh() {
     banner.hidden = false;
   } finally {
     view.refreshing = false;
-    if (view.role) view.timer = setTimeout(refresh, REFRESH_MS);
+    if (view.role) view.timer = setTimeout(refresh, view.refreshAgain ? 0 : REFRESH_MS);
   }
 }
 
