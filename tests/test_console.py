@@ -294,6 +294,28 @@ def test_valid_license_shows_the_what_if_then_activate_applies_it(
     assert console.harness.admin.status().license.serial_number == "LIC-0001"
 
 
+def test_activate_refused_shows_the_reason_code_and_the_message(
+    open_console: Callable[..., Console], vendor: Vendor
+) -> None:
+    console = open_console()
+    page = console.page
+    console.sign_in(ADMIN_TOKEN)
+    page.get_by_label("License text").fill(vendor.issue(expires_at=START + 3600))
+    page.get_by_role("button", name="Check license").click()
+    expect(page.locator("#what-if")).to_contain_text("Valid")
+    # the license ends between the check and the click
+    console.harness.advance_to(START + 7200)
+    page.get_by_role("button", name="Activate").click()
+    result = page.locator("#upload-result")
+    expect(result).to_contain_text("Not activated (EXPIRED: ")
+    expect(result).to_have_text(
+        "Not activated (EXPIRED: the license expired 2027-01-01T11:00:00Z)."
+    )
+    expect(page.get_by_role("button", name="Activate")).to_have_count(0)
+    expect(page.locator("#prompt")).to_be_visible()
+    console.screenshot("activate-refused")
+
+
 def over_quota_for_days(harness: Harness, days: int) -> None:
     """Three gateways of 8 cores (24, quota 16) every day from the deployment day on, each
     day judged at its midnight."""
@@ -487,6 +509,13 @@ def test_assets_are_revalidated_by_etag(harness: Harness) -> None:
     assert (again, empty) == (304, b"")
     missing, _, _ = fetch(f"http://127.0.0.1:{harness.running.http_port}/console/nothing.js")
     assert missing == 404
+
+
+def test_console_without_its_slash_leads_to_the_page(harness: Harness) -> None:
+    base = f"http://127.0.0.1:{harness.running.http_port}"
+    status, _, body = fetch(base + "/console")  # urllib follows the redirect
+    assert status == 200
+    assert b"<title>License console</title>" in body
 
 
 def test_console_needs_nothing_from_outside() -> None:

@@ -94,7 +94,8 @@ def console_routes() -> list[web.RouteDef]:
         return _answer(request, found)
 
     async def to_page(request: web.Request) -> web.Response:
-        raise web.HTTPMovedPermanently(PREFIX)
+        # answered, not raised: the edge turns raised HTTP errors into JSON statuses
+        return web.Response(status=301, headers={**SECURITY_HEADERS, "Location": PREFIX})
 
     return [
         web.get("/", page),

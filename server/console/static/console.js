@@ -183,7 +183,9 @@ function renderStatus(status) {
   }
   if (view.licenseActive !== active) {
     $("upload").open = !active;
-    setText($("upload-title"), active ? "Upload a new license" : "Upload a license");
+    let title = active ? "Upload a new license" : "Upload a license";
+    if (view.role !== "admin") title = "Upload a license (admin only)";
+    setText($("upload-title"), title);
   }
   if (view.firstStatus && !active) $("prompt").focus();
   view.licenseActive = active;
@@ -558,6 +560,11 @@ async function activate() {
     result.className = "error";
     result.textContent = `Not activated (${error instanceof ApiError ? error.describe() : error}).`;
     result.hidden = false;
+    if (error instanceof ApiError && error.httpStatus === 400) {
+      // refused for what it is (expired meanwhile, say): no use offering it again
+      view.checkedText = null;
+      button.hidden = true;
+    }
   } finally {
     button.disabled = false;
   }
