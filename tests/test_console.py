@@ -316,10 +316,10 @@ def test_activate_refused_shows_the_reason_code_and_the_message(
     console.screenshot("activate-refused")
 
 
-def over_quota_for_days(harness: Harness, days: int) -> None:
-    """Three gateways of 8 cores (24, quota 16) every day from the deployment day on, each
-    day judged at its midnight."""
-    for day in range(days):
+def over_quota(harness: Harness, days: range) -> None:
+    """Three gateways of 8 cores (24 against a quota of 16) on each of these days (0 is the
+    deployment day), each day judged at its midnight."""
+    for day in days:
         for gateway in range(1, 4):
             harness.gateway.report_usage(f"gw-{gateway}", 8)
         harness.advance_to(midnight_after(START, day + 1))
@@ -334,10 +334,7 @@ def test_over_quota_days_show_in_the_chart_and_the_badge_counts_down_the_grace(
     # a day within the quota, then three over it
     harness.gateway.report_usage("gw-1", 8)
     harness.advance_to(midnight_after(START))
-    for day in range(1, 4):
-        for gateway in range(1, 4):
-            harness.gateway.report_usage(f"gw-{gateway}", 8)
-        harness.advance_to(midnight_after(START, day + 1))
+    over_quota(harness, range(1, 4))
     page = console.page
     console.sign_in(ADMIN_TOKEN)
 
@@ -386,7 +383,7 @@ def test_refresh_keeps_the_upload_text_and_the_selected_day(
     console = open_console()
     harness = console.harness
     harness.admin.upload(vendor.issue())
-    over_quota_for_days(harness, 1)
+    over_quota(harness, range(1))
     page = console.page
     console.sign_in(ADMIN_TOKEN)
     chart = page.locator("#chart svg")
@@ -397,19 +394,12 @@ def test_refresh_keeps_the_upload_text_and_the_selected_day(
     page.get_by_label("License text").fill("half-pasted")
 
     # the service moves on; the page shows it by itself
-    over_quota_for_days_from(harness, 1, 2)
+    over_quota(harness, range(1, 2))
     expect(chart.locator("g.day")).to_have_count(2, timeout=REFRESH_WAIT_MS)
     expect(page.locator("#state-badge")).to_have_text("DP_CORE_EXCEEDED")
     expect(page.get_by_label("License text")).to_have_value("half-pasted")
     expect(page.locator("#day-detail")).to_contain_text("gw-1")
     expect(chart.locator('g.day[data-day="2027-01-01"]')).to_have_attribute("aria-pressed", "true")
-
-
-def over_quota_for_days_from(harness: Harness, first: int, last: int) -> None:
-    for day in range(first, last):
-        for gateway in range(1, 4):
-            harness.gateway.report_usage(f"gw-{gateway}", 8)
-        harness.advance_to(midnight_after(START, day + 1))
 
 
 def test_control_plane_token_sees_everything_read_only(
@@ -435,7 +425,7 @@ def test_phone_width_shows_everything_without_sideways_scrolling(
 ) -> None:
     console = open_console(viewport=PHONE)
     console.harness.admin.upload(vendor.issue())
-    over_quota_for_days(console.harness, 2)
+    over_quota(console.harness, range(2))
     page = console.page
     console.sign_in(ADMIN_TOKEN)
     expect(page.locator("#state-badge")).to_have_text("DP_CORE_EXCEEDED")
