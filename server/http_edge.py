@@ -10,6 +10,10 @@ the request message and awaits the very coroutine gRPC calls on the same
 `LicenseServicer` (the same checks, reason codes, logs and audit trail), and
 writes the response message as JSON. Every answer carries strict security
 headers.
+
+Beside the API it serves the license console (`server.console`): a static page
+and its assets, which need no token; the page calls the API with the token the
+operator signs in with.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from google.rpc import status_pb2
 from licensing.v1 import licensing_pb2
 
 from server.auth import TokenCheck
+from server.console import console_routes
 from server.domain.refusal import Refused, quote
 from server.errors import failure_status, rich_status
 from server.metrics import HttpMetrics
@@ -147,7 +152,12 @@ def error_response(status: status_pb2.Status, http_status: int | None = None) ->
 
 
 async def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.update(SECURITY_HEADERS)
+    # the console's page and assets set their own policy (the page runs its own scripts and
+    # styles), which stands; every other answer gets the API's
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    # aiohttp has already named itself (and its version) by now
+    response.headers["Server"] = SECURITY_HEADERS["Server"]
 
 
 class ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
@@ -205,6 +215,8 @@ class HttpEdge:
         # grouped by path so each path is one aiohttp resource
         by_path = sorted(self._by_method_and_path, key=lambda method_and_path: method_and_path[1])
         app.add_routes(web.route(method, path, self._handle) for method, path in by_path)
+        # the license console: a page that calls the routes above, with the caller's token
+        app.add_routes(console_routes())
         app.on_response_prepare.append(_add_security_headers)
         return app
 

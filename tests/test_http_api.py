@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import StartupError, start_server
 from server.config import load_config
+from server.console import console_routes
 from server.domain.clock import ManualClock
 from server.http_edge import SECURITY_HEADERS, HttpEdge
 from server.metrics import MetricsServer
@@ -317,7 +318,9 @@ def test_the_route_table_is_the_protos_http_annotations_and_the_seeds_dry_run() 
         for route in edge.application().router.routes()
         if route.method != "HEAD" and route.resource is not None
     }
-    assert served == {(r.http_method, r.path) for r in annotated_routes(service)}
+    # and the license console's page and assets, which only read files of the package
+    console = {(route.method, route.path) for route in console_routes()}
+    assert served == {(r.http_method, r.path) for r in annotated_routes(service)} | console
 
 
 # --- errors: the gRPC status, its HTTP status, google.rpc.Status as JSON ---
