@@ -1,11 +1,12 @@
-"""Live usage: the in-memory tracker and its rows in the store, kept equal.
+"""Live usage: reports stamped in order and made durable through the storage.
 
-A report changes memory and queues its rows under one lock, so rows reach the
-database in the order the tracker made them; it is acknowledged once the group
-commit that carries it is durable. When a commit fails, the reports in it (and
-any queued behind it, which were built on them) are refused, and the tracker
-is rebuilt from the store: a report that was refused changes nothing, not even
-in memory.
+A report is stamped with the service time and queued under one lock, the lock
+the evaluation also takes, so a report stamped before a midnight is stored
+before that midnight's day is judged. It is acknowledged once the group commit
+that carries it is durable; a report that could not be stored changes nothing,
+not even in memory (the storage sees to that). How the interval rule is
+applied, in memory or inside the database's transaction, is the storage's
+business: see `server.storage`.
 """
 
 from __future__ import annotations
@@ -13,26 +14,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from server.domain.usage import IntervalRow, UsageInterval, UsageTracker
-from server.store import Store, StoreError, UsageTicket
+from server.storage import DayJudge, DayOutcome, Storage, UsageReport
 
 
 class UsageMeter:
-    def __init__(self, store: Store, ttl: float) -> None:
+    def __init__(self, store: Storage, ttl: float) -> None:
         self._store = store
         self.ttl = ttl
-        # the tracker and the order of queued rows change together under this lock
+        # stamping and queueing happen together under this lock, and so does an evaluation
         self._lock = threading.Lock()
-        self._tracker = self._load()
-
-    def _load(self) -> UsageTracker:
-        live, next_id = self._store.reset_usage()
-        return UsageTracker(self.ttl, (UsageInterval(*row) for row in live), next_id=next_id)
+        store.open_usage(ttl)
 
     @property
     def version(self) -> int:
-        """Moves whenever an instance starts or stops counting (or memory was rebuilt)."""
-        return self._tracker.version
+        """Moves whenever the live total may have changed."""
+        return self._store.usage_version
 
     def report(
         self, instance_id: str, cores: int, stopping: bool, now: Callable[[], float]
@@ -43,37 +39,30 @@ class UsageMeter:
             # stamped before midnight is queued before that midnight's evaluation reads usage
             received_at = now()
             ticket = self._store.enqueue_usage(
-                self._tracker.report(instance_id, cores, stopping, received_at)
+                UsageReport(instance_id, cores, stopping, received_at)
             )
-        self._commit(ticket)
+        self._store.commit_usage(ticket)
         return received_at
 
     def expire(self, now: float) -> None:
         """Close the intervals of instances silent for longer than the TTL."""
-        with self._lock:
-            rows = self._tracker.expire(now)
-            if not rows:
-                return
-            ticket = self._store.enqueue_usage(rows)
-        self._commit(ticket)
-
-    def _commit(self, ticket: UsageTicket) -> None:
-        try:
-            self._store.commit_usage(ticket)
-        except StoreError:
-            with self._lock:
-                if self._store.usage_needs_reset:
-                    old_version = self._tracker.version
-                    self._tracker = self._load()
-                    self._tracker.version = old_version + 1
-            raise
+        self._store.expire_usage(now)
 
     def current_total(self, now: float) -> tuple[int, int]:
         """(total cores, instances) counting at `now`."""
-        with self._lock:
-            return self._tracker.current_total(now)
+        return self._store.live_usage(now)
 
-    def intervals_between(self, start: float, end: float) -> list[IntervalRow]:
-        """The stored intervals that counted in [start, end), all reports queued so far included."""
+    def evaluate_day(
+        self,
+        starts_at: float,
+        ends_at: float,
+        judge: DayJudge,
+        high_water_at: float,
+        *,
+        expected_revision: int,
+    ) -> tuple[DayOutcome, int]:
+        """Judge and store one day, with every report stamped before it queued first."""
         with self._lock:
-            return self._store.intervals_between(start, end, self.ttl)
+            return self._store.evaluate_day(
+                starts_at, ends_at, judge, high_water_at, expected_revision=expected_revision
+            )

@@ -396,7 +396,8 @@ def test_a_never_valid_trial_stored_as_pending_before_the_rule_never_takes_over(
         expires_at=START + 200 * DAY,
     )
     # what a server without the rule stored: the trial waiting for its effective time
-    first.running.store.add_pending_license(
+    store = first.running.store
+    store.add_pending_license(
         {
             "serial_number": "TRIAL-LATE",
             "customer": "Example Corp",
@@ -411,6 +412,7 @@ def test_a_never_valid_trial_stored_as_pending_before_the_rule_never_takes_over(
         },
         START,
         START,
+        expected_revision=store.revision(),
     )
     first.running.stop(grace=0.5)
     second = make_harness()

@@ -88,6 +88,15 @@ class UsageInterval:
         )
 
 
+def placed_after(received_at: float, evaluated_until: float) -> float:
+    """When a report counts: never inside a day already judged, which never changes again.
+
+    Where several processes take reports, one may commit a report stamped just before a
+    midnight after another evaluated that day; it then counts from the day's end.
+    """
+    return max(received_at, evaluated_until)
+
+
 def counting_until(row: IntervalRow, ttl: float) -> float:
     """The instant an interval stops counting."""
     ended_at = row[5]
