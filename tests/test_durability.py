@@ -84,6 +84,7 @@ def test_concurrent_reports_from_200_gateways_all_survive_a_sigkill_and_restart(
     assert status.current_total_cores == sum(acknowledged.values())
 
 
+@pytest.mark.both_backends
 def test_reports_arriving_together_share_one_transaction(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

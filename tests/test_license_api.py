@@ -35,6 +35,9 @@ from licensing.v1 import licensing_pb2 as pb
 
 from server.domain.license import issue_license, public_key_pem
 
+# storage is part of every rule here: each test runs on SQLite and on PostgreSQL
+pytestmark = pytest.mark.both_backends
+
 
 def status_fingerprint(harness: Harness) -> dict[str, object]:
     """What a rejected license must leave untouched: everything GetStatus shows but the clock."""

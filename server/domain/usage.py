@@ -138,6 +138,23 @@ class UsageTracker:
             changed.append(started.row())
         return changed
 
+    def follow(self, rows: Iterable[IntervalRow]) -> None:
+        """Take rows another writer stored, in order: an open one is its instance's live
+        interval, a closed one ends it."""
+        for row in rows:
+            interval = UsageInterval(*row)
+            current = self._live.get(interval.instance_id)
+            if interval.ended_at is None:
+                if current is None or current.cores != interval.cores:
+                    self.version += 1
+                self._live[interval.instance_id] = interval
+            elif current is not None and current.started_at == interval.started_at:
+                del self._live[interval.instance_id]
+                self.version += 1
+
+    def live_rows(self) -> list[IntervalRow]:
+        return [interval.row() for interval in self._live.values()]
+
     def expire(self, now: float) -> list[IntervalRow]:
         """Close the intervals of instances silent for longer than the TTL."""
         return [
