@@ -69,6 +69,9 @@ POOL_TIMEOUT = 3.0
 CONNECT_TIMEOUT = 3
 POOL_MIN_SIZE = 2
 POOL_MAX_SIZE = 8
+# A lost connection is made again with backoff (1 s, 2 s, ...) for at most this long; then the
+# next call that needs one starts afresh, so a database that comes back is found within seconds.
+RECONNECT_TIMEOUT = 5.0
 # A transaction that lost a race (a deadlock, an interval another replica opened first) or
 # whose pooled connection had died while idle is run again, up to this many times in all.
 ATTEMPTS = 4
@@ -99,6 +102,7 @@ class PostgresStore:
             max_size=pool_max_size,
             kwargs={"connect_timeout": CONNECT_TIMEOUT, "application_name": "license-server"},
             timeout=POOL_TIMEOUT,
+            reconnect_timeout=RECONNECT_TIMEOUT,
             name="licensing",
             open=False,
         )
@@ -145,9 +149,10 @@ class PostgresStore:
     def _run(self, work: Callable[[psycopg.Connection[Any]], T], *, races: bool = False) -> T:
         """Run `work` in one transaction and commit it; StoreError when the database fails.
 
-        Run again on a fresh connection when the pooled one had died before the commit was
-        sent, and (with `races`) when the transaction lost a race to another replica.
+        Run again on a fresh connection, once, when the pooled one had died before the commit
+        was sent, and (with `races`) when the transaction lost a race to another replica.
         """
+        reconnected = False
         for attempt in range(1, ATTEMPTS + 1):
             committing = False
             try:
@@ -164,8 +169,10 @@ class PostgresStore:
                     raise StoreError(f"the database could not be written: {error}") from error
             except psycopg.OperationalError as error:
                 # a commit that failed may have been made: only an unsent one is tried again
-                if committing or attempt == ATTEMPTS:
+                if committing or reconnected or attempt == ATTEMPTS:
                     raise StoreError(f"the database could not be used: {error}") from error
+                reconnected = True
+                # the others in the pool died with it (a restarted or failed-over server)
                 self._pool.check()
             except psycopg.Error as error:
                 raise StoreError(f"the database could not be used: {error}") from error

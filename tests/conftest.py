@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -354,11 +356,16 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
+        self.launch()
+        self.wait_serving(timeout)
+        return self
+
+    def launch(self) -> ServerProcess:
+        """Start the process without waiting for it to serve (replicas starting together)."""
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
                 self.args, stdout=log_file, stderr=subprocess.STDOUT, env=self.env
             )
-        self.wait_serving(timeout)
         return self
 
     def wait_serving(self, timeout: float) -> None:
@@ -415,6 +422,71 @@ def server_processes() -> Iterator[Callable[..., ServerProcess]]:
     yield make
     for process in made:
         process.stop_quietly()
+
+
+class TcpProxy:
+    """A loopback TCP forwarder: `cut()` makes the target unreachable (the listener and every
+    connection closed), `restore()` listens again on the same port."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listening = threading.Event()
+        self._acceptor: threading.Thread | None = None
+
+    def restore(self) -> TcpProxy:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        listener.settimeout(0.1)
+        self._listening.set()
+        self._acceptor = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        self._acceptor.start()
+        return self
+
+    def cut(self) -> None:
+        self._listening.clear()
+        if self._acceptor is not None:
+            self._acceptor.join(5)
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        with listener:
+            while self._listening.is_set():
+                try:
+                    client, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                try:
+                    upstream = socket.create_connection(self.target, timeout=5)
+                except OSError:
+                    client.close()
+                    continue
+                upstream.settimeout(None)
+                client.settimeout(None)
+                with self._lock:
+                    self._sockets += [client, upstream]
+                for source, sink in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
