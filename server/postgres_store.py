@@ -276,26 +276,28 @@ class PostgresStore:
     ) -> list[IntervalRow]:
         """Lock the instances, apply the rule to their open intervals, write what changed;
         the rows the rule made, in order."""
-        with conn.pipeline():
-            # an evaluation waits for the batches in flight, and batches wait for it
-            conn.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", EVALUATION_LOCK)
-            conn.execute(
-                "SELECT count(pg_advisory_xact_lock(%s, k)) FROM "
-                "(SELECT k FROM unnest(%s::int4[]) AS t(k) ORDER BY k) AS ordered",
-                [INSTANCE_LOCK_SPACE, _sorted_keys(instance_ids)],
-            )
-            evaluated = conn.execute(
-                "SELECT ends_at FROM day_evaluations ORDER BY day DESC LIMIT 1"
-            )
-            live = conn.execute(
-                f"SELECT {_INTERVAL_COLUMNS} FROM usage_intervals "
-                "WHERE instance_id = ANY(%s) AND ended_at IS NULL",
-                [sorted(set(instance_ids))],
-            )
-        evaluated_row = evaluated.fetchone()
-        evaluated_until = evaluated_row[0] if evaluated_row and evaluated_row[0] else 0.0
+        # an evaluation waits for the batches in flight (they hold its lock shared), and
+        # batches wait for it; then the instances, one at a time across replicas, in one order
+        conn.execute(
+            "SELECT pg_advisory_xact_lock_shared(%s, %s), "
+            "(SELECT count(pg_advisory_xact_lock(%s, k)) FROM "
+            "(SELECT k FROM unnest(%s::int4[]) AS t(k) ORDER BY k) AS ordered)",
+            [*EVALUATION_LOCK, INSTANCE_LOCK_SPACE, _sorted_keys(instance_ids)],
+        )
+        # read after the locks are held, so what the last holder committed is seen: the end
+        # of the last judged day, and the instances' open intervals
+        rows = conn.execute(
+            f"SELECT judged.ends_at, {_INTERVAL_COLUMNS} FROM "
+            "(SELECT (SELECT ends_at FROM day_evaluations ORDER BY day DESC LIMIT 1) AS ends_at) "
+            "AS judged LEFT JOIN usage_intervals "
+            "ON instance_id = ANY(%s) AND ended_at IS NULL",
+            [sorted(set(instance_ids))],
+        ).fetchall()
+        evaluated_until = rows[0][0] or 0.0
         tracker = UsageTracker(
-            self._ttl, (UsageInterval(*row) for row in live.fetchall()), next_id=_PROVISIONAL_IDS
+            self._ttl,
+            (UsageInterval(*row[1:]) for row in rows if row[1] is not None),
+            next_id=_PROVISIONAL_IDS,
         )
         # rows are whole snapshots of an interval: the last one of each is what to store
         made = apply(tracker, evaluated_until)
@@ -304,22 +306,22 @@ class PostgresStore:
             final[row[0]] = row
         updates = [row for row in final.values() if row[0] > 0]
         inserts = sorted((row for row in final.values() if row[0] < 0), key=lambda r: r[0])
-        with conn.pipeline():
-            if updates:
-                conn.execute(
-                    "UPDATE usage_intervals AS u SET last_seen_at = v.last_seen_at, "
-                    "ended_at = v.ended_at FROM unnest(%s::bigint[], %s::float8[], %s::float8[]) "
-                    "AS v(id, last_seen_at, ended_at) WHERE u.id = v.id",
-                    [[r[0] for r in updates], [r[4] for r in updates], [r[5] for r in updates]],
-                )
-            if inserts:
-                conn.execute(
-                    "INSERT INTO usage_intervals "
-                    "(instance_id, cores, started_at, last_seen_at, ended_at) "
-                    "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::float8[], "
-                    "%s::float8[], %s::float8[])",
-                    [[r[i] for r in inserts] for i in range(1, 6)],
-                )
+        # closed before opened: the one open interval of an instance is never two
+        if updates:
+            conn.execute(
+                "UPDATE usage_intervals AS u SET last_seen_at = v.last_seen_at, "
+                "ended_at = v.ended_at FROM unnest(%s::bigint[], %s::float8[], %s::float8[]) "
+                "AS v(id, last_seen_at, ended_at) WHERE u.id = v.id",
+                [[r[0] for r in updates], [r[4] for r in updates], [r[5] for r in updates]],
+            )
+        if inserts:
+            conn.execute(
+                "INSERT INTO usage_intervals "
+                "(instance_id, cores, started_at, last_seen_at, ended_at) "
+                "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::float8[], "
+                "%s::float8[], %s::float8[])",
+                [[r[i] for r in inserts] for i in range(1, 6)],
+            )
         return made
 
     def live_usage(self, now: float) -> tuple[int, int]:
