@@ -337,23 +337,26 @@ class PostgresStore:
         with self._fleet_lock:
             self._written_while_reading = []
         try:
+            # the intervals still counting; the rest can only have lapsed since
             live = self._run(
                 lambda conn: conn.execute(
-                    f"SELECT {_INTERVAL_COLUMNS} FROM usage_intervals WHERE ended_at IS NULL"
+                    f"SELECT {_INTERVAL_COLUMNS} FROM usage_intervals "
+                    "WHERE ended_at IS NULL AND last_seen_at + %s > %s",
+                    [self._ttl, now],
                 ).fetchall()
             )
         except BaseException:
             with self._fleet_lock:
                 self._written_while_reading = None
             raise
+        # built outside the lock: this replica's commits only wait for the swap
         fleet = UsageTracker(self._ttl, (UsageInterval(*row) for row in live))
         with self._fleet_lock:
             written, self._written_while_reading = self._written_while_reading, None
             for rows in written or []:
                 fleet.follow(rows)
-            before = {row[1]: row[2] for row in self._fleet.live_rows()}
-            after = {row[1]: row[2] for row in fleet.live_rows()}
-            fleet.version = self._fleet.version + (before != after)
+            # other replicas' reports may have changed it: GetStatus looks afresh
+            fleet.version = self._fleet.version + 1
             self._fleet = fleet
 
     def write_usage(self, rows: list[IntervalRow]) -> None:
