@@ -106,6 +106,9 @@ def parser() -> argparse.ArgumentParser:
     postgres.add_argument("--open-loop-interval", type=float, default=10.0)
     postgres.add_argument("--open-loop-seconds", type=float, default=30.0)
     postgres.add_argument("--nightly-instances", type=int, default=10_000)
+    postgres.add_argument(
+        "--pg-workers", type=int, default=128, help="--max-workers of the PostgreSQL replicas"
+    )
     postgres.add_argument("--skip-open-loop", action="store_true")
     postgres.add_argument("--skip-nightly", action="store_true")
     postgres.add_argument(
