@@ -19,7 +19,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import psycopg
@@ -126,6 +126,18 @@ def database_url(postgres_database: str) -> Iterator[str]:
             yield database_url_with(postgres_database, schema=schema)
         finally:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+T = TypeVar("T")
+
+
+def read_database(database_url: str, read: Callable[[PostgresStore], T]) -> T:
+    """What `read` finds in the database, through a store opened for it alone."""
+    store = PostgresStore(database_url)
+    try:
+        return read(store)
+    finally:
+        store.close()
 
 
 def terminate_server_connections(database_url: str) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DAY, START, Harness, Vendor, midnight_after
+from conftest import DAY, START, Harness, Vendor, midnight_after, read_database
 
 from server.app import main
 from server.migrations import TABLES
@@ -115,4 +115,4 @@ def test_migrate_refuses_a_data_directory_without_a_deployment(
     empty.mkdir()
     assert main(["migrate", "--from-data-dir", str(empty), "--database-url", database_url]) == 1
     assert "nothing to move" in capsys.readouterr().err
-    assert PostgresStore(database_url).is_empty()
+    assert read_database(database_url, PostgresStore.is_empty)

@@ -29,6 +29,7 @@ from conftest import (
     deployment_pins,
     harness_for,
     midnight_after,
+    read_database,
     server_config,
     terminate_server_connections,
 )
@@ -332,7 +333,7 @@ def test_an_unreachable_database_refuses_writes_keeps_decisions_and_recovers_by_
     proxy.cut()
     rows = {(row[0], row[1]) for row in interval_rows(database_url)}
     assert rows == {("gw-1", 4), ("gw-2", 4)}
-    assert "LIC-REFUSED" not in str(PostgresStore(database_url).license_history())
+    assert "LIC-REFUSED" not in str(read_database(database_url, PostgresStore.license_history))
 
 
 # --- midnight on several replicas at once ------------------------------------------------------
@@ -403,7 +404,7 @@ def test_each_midnight_is_judged_once_by_whichever_replica_even_when_one_dies_ju
             tick.join(60)
         dying.service.tick()  # back: it finds the day done
 
-    days = PostgresStore(database_url).day_evaluations(10)
+    days = read_database(database_url, lambda store: store.day_evaluations(10))
     assert [(d["day"], d["peak_cores"]) for d in reversed(days)] == [
         (f"2027-01-0{n + 1}", peak) for n, peak in enumerate(expected_peaks)
     ]
@@ -449,10 +450,57 @@ def test_days_missed_while_every_replica_was_down_are_judged_once_when_they_star
         for thread in threads:
             thread.join(60)
         assert len(started) == 3
-        days = PostgresStore(database_url).day_evaluations(10)
+        days = read_database(database_url, lambda store: store.day_evaluations(10))
         assert [d["day"] for d in reversed(days)] == [f"2027-01-0{n}" for n in range(1, 6)]
         assert days[-1]["peak_cores"] == 6
         assert {h.control_plane.status().last_evaluated_day.day for h in started} == {"2027-01-05"}
     finally:
         for harness in stops:
             harness.__exit__(None, None, None)
+
+
+def test_every_replica_reads_the_license_file_and_none_puts_it_back_over_a_newer_upload(
+    tmp_path: Path, vendor: Vendor, database_url: str
+) -> None:
+    clock = ManualClock(START)
+    license_path = tmp_path / "license.jws"
+    license_path.write_text(vendor.issue(serial_number="LIC-FILE"))
+    with ExitStack() as stack:
+        replicas = [
+            stack.enter_context(
+                harness_for(
+                    server_config(
+                        tmp_path / f"replica-{n}",
+                        vendor,
+                        "--database-url",
+                        database_url,
+                        "--license-file",
+                        str(license_path),
+                    ),
+                    clock,
+                )
+            )
+            for n in range(2)
+        ]
+        # the first replica took the file at its start; the second found it taken
+        history = read_database(database_url, PostgresStore.license_history)
+        assert [row["serial_number"] for row in history] == ["LIC-FILE"]
+        replicas[1].admin.upload(vendor.issue(serial_number="LIC-UPLOADED"))
+        for replica in replicas:
+            poll(lambda r=replica: r.control_plane.status().license.serial_number == "LIC-UPLOADED")
+        # a replica started now reads the unchanged file: it does not undo the upload
+        late = stack.enter_context(
+            harness_for(
+                server_config(
+                    tmp_path / "replica-late",
+                    vendor,
+                    "--database-url",
+                    database_url,
+                    "--license-file",
+                    str(license_path),
+                ),
+                clock,
+            )
+        )
+        assert late.control_plane.status().license.serial_number == "LIC-UPLOADED"
+        assert len(read_database(database_url, PostgresStore.license_history)) == 2
