@@ -35,9 +35,11 @@ from server.license_file import LicenseFileWatcher
 from server.limits import channel_options
 from server.loop import ServerLoop
 from server.metrics import Metrics
+from server.replicas import ReplicaSync
 from server.service import LicensingService, ServiceSettings
 from server.servicer import LicenseServicer
-from server.store import Store, StoreError
+from server.storage import Storage, StoreError
+from server.store import Store
 
 log = logging.getLogger("licensing")
 
@@ -114,7 +116,7 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     service: LicensingService
-    store: Store
+    store: Storage
     health: Health
     evaluator: Evaluator
     extras: list[Any]
@@ -200,6 +202,16 @@ def _listen_http(
         raise StartupError(f"cannot listen on {address} (HTTP): {error}") from None
 
 
+def open_storage(config: Config) -> Storage:
+    """PostgreSQL when a database URL is configured (replicas share it), else SQLite."""
+    if config.database_url:
+        # imported here: the embedded default needs no PostgreSQL driver loaded
+        from server.postgres_store import PostgresStore
+
+        return PostgresStore(config.database_url)
+    return Store(Path(config.data_dir))
+
+
 def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
     """Open the store, catch up on missed days, and serve; health flips to SERVING when ready."""
     clock = clock or SystemClock()
@@ -242,10 +254,10 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
-            store = Store(Path(config.data_dir))
+            store = open_storage(config)
         except StoreError as error:
             raise StartupError(str(error)) from None
-        # let go of the data directory, which the store holds exclusively
+        # let go of the data directory (which SQLite holds exclusively) or the connections
         undo.callback(store.close)
         try:
             service = LicensingService(
@@ -268,6 +280,12 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
         except (StoreError, DeploymentRefused) as error:
             raise StartupError(str(error)) from None
         extras: list[Any] = []
+        replica_sync = None
+        if store.shared:
+            # other replicas change the shared state too: follow them, and say when the
+            # database cannot be reached
+            replica_sync = ReplicaSync(service, store, health_service.ready)
+            extras.append(replica_sync)
         watcher = None
         if config.license_file:
             watcher = LicenseFileWatcher(
@@ -303,6 +321,8 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
         undo.pop_all()
     evaluator = Evaluator(service, config.evaluation_interval)
     evaluator.start()
+    if replica_sync is not None:
+        replica_sync.start()
     if watcher is not None:
         watcher.start()
     health_service.serving()
@@ -367,8 +387,13 @@ def configure_logging(config: Config) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["migrate"]:
+        from server.migrate import main as migrate_main
+
+        return migrate_main(arguments[1:])
     try:
-        config = load_config(argv)
+        config = load_config(arguments)
     except ConfigError as error:
         print(f"license-server: {error}", file=sys.stderr)
         return 2

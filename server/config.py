@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
@@ -85,6 +86,35 @@ def _optional_str(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+DATABASE_SCHEMES = ("postgresql", "postgres")
+
+
+def _database_url(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    url = str(value).strip()
+    if urllib.parse.urlsplit(url).scheme not in DATABASE_SCHEMES:
+        raise ValueError(f"not a PostgreSQL URL (postgresql://...): {redact_database_url(url)!r}")
+    return url
+
+
+def redact_database_url(url: str) -> str:
+    """A database URL fit for a log line: any password replaced."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, _, host = netloc.rpartition("@")
+        user, has_password, _ = credentials.partition(":")
+        netloc = f"{user}:***@{host}" if has_password else netloc
+    query = urllib.parse.urlencode(
+        [
+            (key, "***" if key == "password" else value)
+            for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        ]
+    )
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 def _optional_instant(value: Any) -> float | None:
     """An ISO 8601 date or date-time (or a TOML one) in seconds; UTC unless it says otherwise."""
     if value in (None, ""):
@@ -136,6 +166,16 @@ OPTIONS: list[Option] = [
         "SECONDS",
     ),
     Option("data_dir", str, "data", "directory that holds the SQLite database", "DIR"),
+    Option(
+        "database_url",
+        _database_url,
+        None,
+        "use this PostgreSQL database, shared by every replica, instead of SQLite in the data "
+        "directory: postgresql://USER@HOST:PORT/DATABASE (the password from the environment, "
+        "e.g. PGPASSWORD, or the URL in LICENSING_DATABASE_URL; never in a flag)",
+        "URL",
+        shown=redact_database_url,
+    ),
     Option(
         "trusted_key",
         _list,
@@ -320,6 +360,7 @@ class Config:
     http_listen: str | None
     http_body_timeout: float
     data_dir: str
+    database_url: str | None
     trusted_key: list[str]
     deployment_id: str | None
     deployment_date: float | None

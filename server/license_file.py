@@ -24,7 +24,7 @@ from enum import StrEnum
 
 from server.domain.license import LicenseRejected, RejectionReason, normalize
 from server.service import LicenseFileReport, LicenseSource, LicensingService, token_sha256
-from server.store import Store
+from server.storage import Storage
 
 log = logging.getLogger("licensing")
 
@@ -111,7 +111,9 @@ class LicenseFileWatcher:
     unchanged file never overrides a newer upload, not even after a restart.
     """
 
-    def __init__(self, service: LicensingService, store: Store, path: str, interval: float) -> None:
+    def __init__(
+        self, service: LicensingService, store: Storage, path: str, interval: float
+    ) -> None:
         self._service = service
         self._store = store
         self._path = path
@@ -122,7 +124,6 @@ class LicenseFileWatcher:
         self._poll_lock = threading.Lock()
         # the last poll's content hash or read error: a repeat is neither re-applied nor re-logged
         self._last_seen: str | None = None
-        self._taken_token_sha256 = store.license_file_token()
         self.report = LicenseFileReport(path=path)
         service.license_file = self.report
 
@@ -165,6 +166,13 @@ class LicenseFileWatcher:
                 now, content_sha256, RejectionReason.MALFORMED, "the file is not UTF-8 text"
             )
         token_hash = token_sha256(normalize(text))
+        try:
+            # read afresh: another replica may have taken this file's license already
+            taken_token_sha256 = self._store.license_file_token()
+        except Exception as error:
+            self._last_seen = None
+            message = f"the license could not be applied: {error}"
+            return self._failed(now, content_sha256, "", message)
         report = replace(
             self.report,
             last_read_at=now,
@@ -172,7 +180,7 @@ class LicenseFileWatcher:
             last_error="",
             last_error_reason="",
         )
-        if token_hash == self._taken_token_sha256:
+        if token_hash == taken_token_sha256:
             if self.report.last_error:
                 log.info("license file %s: readable again, its license is unchanged", self._path)
             return self._publish(report)
@@ -186,7 +194,6 @@ class LicenseFileWatcher:
             self._last_seen = None
             message = f"the license could not be applied: {error}"
             return self._failed(now, content_sha256, "", message)
-        self._taken_token_sha256 = token_hash
         if outcome.unchanged:
             log.info(
                 "license file %s: license %s is already %s",

@@ -1,38 +1,35 @@
-"""Live usage: the in-memory tracker and its rows in the store, kept equal.
+"""Live usage: reports stamped in order and made durable through the storage.
 
-A report changes memory and queues its rows under one lock, so rows reach the
-database in the order the tracker made them; it is acknowledged once the group
-commit that carries it is durable. When a commit fails, the reports in it (and
-any queued behind it, which were built on them) are refused, and the tracker
-is rebuilt from the store: a report that was refused changes nothing, not even
-in memory.
+A report is stamped with the service time and queued under one lock, the lock
+the evaluation also takes, so a report stamped before a midnight is stored
+before that midnight's day is judged. It is acknowledged once the group commit
+that carries it is durable; a report that could not be stored changes nothing,
+not even in memory (the storage sees to that). How the interval rule is
+applied, in memory or inside the database's transaction, is the storage's
+business: see `server.storage`.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
-from server.domain.usage import IntervalRow, UsageInterval, UsageTracker
-from server.store import Store, StoreError, UsageTicket
+from server.storage import DayJudge, DayOutcome, Storage, UsageReport, UsageTicket
 
 
 class UsageMeter:
-    def __init__(self, store: Store, ttl: float) -> None:
+    def __init__(self, store: Storage, ttl: float) -> None:
         self._store = store
         self.ttl = ttl
-        # the tracker and the order of queued rows change together under this lock
+        # stamping and queueing happen together under this lock, and so does an evaluation
         self._lock = threading.Lock()
-        self._tracker = self._load()
-
-    def _load(self) -> UsageTracker:
-        live, next_id = self._store.reset_usage()
-        return UsageTracker(self.ttl, (UsageInterval(*row) for row in live), next_id=next_id)
+        store.open_usage(ttl)
 
     @property
     def version(self) -> int:
-        """Moves whenever an instance starts or stops counting (or memory was rebuilt)."""
-        return self._tracker.version
+        """Moves whenever the live total may have changed."""
+        return self._store.usage_version
 
     def report(
         self, instance_id: str, cores: int, stopping: bool, now: Callable[[], float]
@@ -44,56 +41,49 @@ class UsageMeter:
 
     def record(
         self, instance_id: str, cores: int, stopping: bool, now: Callable[[], float]
-    ) -> tuple[float, UsageTicket]:
-        """Apply one checked report in memory and queue its rows; memory only, never blocks
-        on the database. The report is durable once its ticket is committed."""
+    ) -> tuple[float, UsageTicket[Any]]:
+        """Stamp and queue one checked report, without waiting on the database; it is durable
+        once its ticket is committed (`commit`, or any `flush` after this)."""
         with self._lock:
             # the receive time is read under the lock the evaluation also takes, so a report
             # stamped before midnight is queued before that midnight's evaluation reads usage
             received_at = now()
             ticket = self._store.enqueue_usage(
-                self._tracker.report(instance_id, cores, stopping, received_at)
+                UsageReport(instance_id, cores, stopping, received_at)
             )
         return received_at, ticket
 
-    def expire(self, now: float) -> None:
-        """Close the intervals of instances silent for longer than the TTL."""
-        with self._lock:
-            rows = self._tracker.expire(now)
-            if not rows:
-                return
-            ticket = self._store.enqueue_usage(rows)
-        self.commit(ticket)
-
-    def commit(self, ticket: UsageTicket) -> None:
-        """Wait until the ticket's rows are committed; raises StoreError if they could not be."""
-        try:
-            self._store.commit_usage(ticket)
-        except StoreError:
-            self.recover()
-            raise
+    def commit(self, ticket: UsageTicket[Any]) -> None:
+        """Wait until the ticket is committed; raises StoreError if it could not be."""
+        self._store.commit_usage(ticket)
 
     def flush(self) -> None:
-        """Commit every queued row now, in one transaction (a failure marks the tickets)."""
+        """Commit every queued report now, in one transaction."""
         self._store.flush_usage()
 
-    def recover(self) -> None:
-        """After a failed commit: rebuild memory from what the store holds (once)."""
-        with self._lock:
-            if self._store.usage_needs_reset:
-                old_version = self._tracker.version
-                self._tracker = self._load()
-                self._tracker.version = old_version + 1
+    def expire(self, now: float) -> None:
+        """Close the intervals of instances silent for longer than the TTL."""
+        self._store.expire_usage(now)
 
     def current_total(self, now: float) -> tuple[int, int]:
         """(total cores, instances) counting at `now`."""
-        with self._lock:
-            return self._tracker.current_total(now)
+        return self._store.live_usage(now)
 
-    def intervals_between(self, start: float, end: float) -> list[IntervalRow]:
-        """The stored intervals that counted in [start, end), all reports queued so far included."""
-        # a barrier: every report stamped before this moment has been queued, and the store
-        # commits the queue before it reads; reports stamped later are stamped after `end`
+    def evaluate_day(
+        self,
+        starts_at: float,
+        ends_at: float,
+        judge: DayJudge,
+        high_water_at: float,
+        *,
+        expected_revision: int,
+    ) -> tuple[DayOutcome, int]:
+        """Judge and store one day, with every report stamped before it queued first."""
+        # a barrier, not a hold: every report stamped before this moment has been queued (and
+        # the store commits the queue before it judges); reports stamped later come after the
+        # day's end. Reports keep flowing while the day is judged.
         with self._lock:
             pass
-        return self._store.intervals_between(start, end, self.ttl)
+        return self._store.evaluate_day(
+            starts_at, ends_at, judge, high_water_at, expected_revision=expected_revision
+        )

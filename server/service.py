@@ -55,9 +55,18 @@ from server.domain.runtime import (
     judge,
     observed_seconds,
 )
-from server.domain.usage import DayPeak, check_day, check_report, peak_between
+from server.domain.usage import DayPeak, IntervalRow, check_day, check_report, peak_between
 from server.metering import UsageMeter
-from server.store import StandingRow, StateChangeRow, Store, StoreError, UsageTicket
+from server.storage import (
+    DayOutcome,
+    SharedState,
+    StaleState,
+    StandingRow,
+    StateChangeRow,
+    Storage,
+    StoreError,
+    UsageTicket,
+)
 
 log = logging.getLogger("licensing")
 
@@ -68,6 +77,9 @@ STATUS_MAX_AGE = 1.0
 # even with 128-character instance IDs; `peak_instances` pages through a day's whole list.
 PEAK_INSTANCES_PER_DAY = 1_000
 PEAK_INSTANCES_PER_HISTORY = 10_000
+# Writes refused because another replica changed the shared state first, in a row, before a
+# call gives up: each one means another replica made progress, so a few are plenty.
+STALE_RETRIES = 20
 
 
 class LicenseSource(StrEnum):
@@ -290,10 +302,10 @@ class ReportOutcome:
 
 @dataclass(frozen=True)
 class RecordedReport:
-    """A report applied in memory whose rows wait for a commit (`ticket.done`)."""
+    """A report stamped and queued whose rows wait for a commit (`ticket.done`)."""
 
     outcome: ReportOutcome
-    ticket: UsageTicket
+    ticket: UsageTicket[Any]
 
 
 @dataclass(frozen=True)
@@ -330,7 +342,7 @@ class _Plan:
 
 
 class LicensingService:
-    def __init__(self, store: Store, clock: Clock, settings: ServiceSettings) -> None:
+    def __init__(self, store: Storage, clock: Clock, settings: ServiceSettings) -> None:
         self._store = store
         self._settings = settings
         self._calendar = Calendar(ZoneInfo(settings.timezone))
@@ -348,28 +360,50 @@ class LicensingService:
         self.deployment = load_deployment(
             store, settings.deployment_id, settings.deployment_time, wall
         )
-        state = store.service_state()
-        persisted_high_water = state["high_water_at"] or 0.0
-        self._time = ServiceTime(clock, persisted_high_water)
-        self._clock_watch.persisted_high_water = persisted_high_water
-        self._standing = Standing(RuntimeState(state["runtime_state"]), state["grace_ends_at"])
-        evaluations = store.day_evaluations(1, with_instances=False)
-        self._last_evaluation = DayRecord.from_row(evaluations[0]) if evaluations else None
-        changes = store.state_changes(1)
-        self._last_state_change = StateChange.from_row(changes[0]) if changes else None
-        self._active = self._load_license("active")
-        self._pending = self._load_license("pending")
+        shared = store.shared_state()
+        self._time = ServiceTime(clock, shared.high_water_at)
+        self._clock_watch.persisted_high_water = shared.high_water_at
         self._meter = UsageMeter(store, settings.instance_ttl)
-        self._enforcement = self._build_enforcement()
+        self._take_shared(shared)
         self.now()
 
-    # --- start-up --------------------------------------------------------------------
+    # --- the shared state in memory ----------------------------------------------------
 
-    def _load_license(self, status: str) -> InForce | None:
-        rows = self._store.licenses_with_status(status)
-        if not rows:
+    def _take_shared(self, shared: SharedState) -> None:
+        """Make memory what the store holds: licenses, standing, last day, last change."""
+        self._revision = shared.revision
+        self._standing = Standing(
+            RuntimeState(shared.standing.runtime_state), shared.standing.grace_ends_at
+        )
+        evaluation = shared.last_evaluation
+        self._last_evaluation = DayRecord.from_row(evaluation) if evaluation else None
+        change = shared.last_state_change
+        self._last_state_change = StateChange.from_row(change) if change else None
+        self._active = self._load_license("active", shared.active)
+        self._pending = self._load_license("pending", shared.pending)
+        self._enforcement = self._build_enforcement()
+        self._status_version += 1
+
+    def reload(self) -> None:
+        """Read the shared state afresh: another replica changed it."""
+        with self._lock:
+            shared = self._store.shared_state()
+            if shared.revision == self._revision:
+                return
+            self._take_shared(shared)
+            # the latest time any replica has seen
+            self._time.raise_to(shared.high_water_at)
+        log.info("shared state reloaded at revision %d", shared.revision)
+
+    def sync(self) -> None:
+        """Follow the other replicas: their changes to the shared state, the fleet's usage."""
+        if self._store.revision() != self._revision:
+            self.reload()
+        self._store.refresh_live_usage(self.now())
+
+    def _load_license(self, status: str, row: Mapping[str, Any] | None) -> InForce | None:
+        if row is None:
             return None
-        row = rows[-1]
         try:
             lic = verify_signed(row["token"], self._settings.trusted_keys)
             if status == "pending":
@@ -431,7 +465,8 @@ class LicensingService:
     def _save_time(self, now: float) -> None:
         """Persist the latest time seen and the spans the service ran (for observed days)."""
         spans = [*self._time.take_closed_spans(), (self._time.span_started_at, now)]
-        self._store.save_time(now, spans)
+        # the latest time any replica has seen
+        self._time.raise_to(self._store.save_time(now, spans))
         self._clock_watch.persisted_high_water = now
 
     def close(self) -> None:
@@ -471,6 +506,14 @@ class LicensingService:
 
     def upload(self, text: str, source: LicenseSource = LicenseSource.UPLOAD) -> UploadOutcome:
         """Verify and apply a license. Raises LicenseRejected; a rejection changes nothing."""
+        for _ in range(STALE_RETRIES):
+            try:
+                return self._upload(text, source)
+            except StaleState:
+                self.reload()  # another replica changed the licenses or the state: decide again
+        raise StoreError("the shared state kept changing under this upload; try again")
+
+    def _upload(self, text: str, source: LicenseSource) -> UploadOutcome:
         with self._lock:
             now = self.now()
             self._catch_up(now)
@@ -480,7 +523,9 @@ class LicensingService:
                 return UploadOutcome(lic, plan.pending, True, self._standing)
             incoming = InForce(lic, source, now)
             if plan.pending:
-                self._store.add_pending_license(incoming.row(), now, now)
+                self._revision = self._store.add_pending_license(
+                    incoming.row(), now, now, expected_revision=self._revision
+                )
                 self._pending = incoming
                 self._enforcement = self._build_enforcement()
                 self._status_version += 1
@@ -515,13 +560,14 @@ class LicensingService:
         lic = incoming.license
         after = self._reevaluated(lic, at)
         change = self._change(after, at, cause)
-        self._store.activate_license(
+        self._revision = self._store.activate_license(
             incoming.row(),
             at,
             _standing_row(after),
             change.row() if change else None,
             self.now(),
             was_pending=was_pending,
+            expected_revision=self._revision,
         )
         # memory changes only once the store has it: a failed write leaves all as it was
         previous = self._active
@@ -642,9 +688,9 @@ class LicensingService:
         return recorded.outcome
 
     def record_usage(self, instance_id: str, cores: int, stopping: bool) -> RecordedReport:
-        """The first half of `report_usage`, from memory only: the report is applied and
-        queued, and durable once `commit_usage` (or a concurrent commit) has stored its ticket.
-        Raises UsageRejected for a bad report."""
+        """The first half of `report_usage`, without waiting on the database: the report is
+        stamped and queued, and durable once `commit_usage` (or a concurrent commit) has
+        stored its ticket. Raises UsageRejected for a bad report."""
         check_report(instance_id, cores, stopping)
         received_at, ticket = self._meter.record(instance_id, cores, stopping, self.now)
         jitter = 1.0 + random.uniform(-0.1, 0.1)
@@ -660,10 +706,10 @@ class LicensingService:
         self._meter.flush()
 
     def usage_refused(self, recorded: RecordedReport) -> NoReturn:
-        """A recorded report whose commit failed: memory is rebuilt from the store, and the
-        report is refused. Blocks on the database."""
-        self._meter.recover()
-        raise StoreError(f"usage could not be stored: {recorded.ticket.error}")
+        """A recorded report whose commit failed: the storage puts memory back as stored, and
+        the report is refused with StoreError. Blocks on the database."""
+        self._meter.commit(recorded.ticket)
+        raise StoreError("usage could not be stored")
 
     # --- decisions and status -------------------------------------------------------
 
@@ -804,16 +850,29 @@ class LicensingService:
         self._meter.expire(now)
 
     def _catch_up(self, now: float) -> None:
-        """Evaluate every completed day and take over every due pending license, in time order."""
+        """Evaluate every completed day and take over every due pending license, in time order.
+
+        Another replica may do some of it first: its write refuses ours (StaleState), and
+        the loop goes on from the state it left.
+        """
+        stale = 0
         while True:
             window = self._next_window()
             takeover_at = self._next_takeover_at()
             if min(window.ends_at, takeover_at) > now:
                 return
-            if takeover_at <= window.ends_at:
-                self._take_over(takeover_at)
-            else:
-                self._evaluate(window, now)
+            try:
+                if takeover_at <= window.ends_at:
+                    self._take_over(takeover_at)
+                else:
+                    self._evaluate(window, now)
+                stale = 0
+            except StaleState as error:
+                stale += 1
+                if stale >= STALE_RETRIES:
+                    message = "the shared state kept changing under this evaluation"
+                    raise StoreError(message) from error
+                self.reload()
 
     def _next_window(self) -> DayWindow:
         last = self._last_evaluation
@@ -823,58 +882,66 @@ class LicensingService:
 
     def _evaluate(self, window: DayWindow, now: float) -> None:
         start, midnight = window.starts_at, window.ends_at
-        peak = peak_between(
-            self._meter.intervals_between(start, midnight), start, midnight, self._meter.ttl
-        )
         # how long the service watched the day, this run included
         self._save_time(now)
-        ran = observed_seconds(self._store.spans_between(start, midnight), start, midnight)
-        observed = is_observed(ran, start, midnight, self._settings.observed_share)
         active = self._active
         before = self._standing
         max_cores = active.license.max_dp_cores if active else None
-        if max_cores is None:
-            after = before  # no quota to judge against
-        else:
-            after = judge(
-                before,
-                Judgement(
-                    peak.peak_cores,
-                    max_cores,
-                    midnight,
-                    self._calendar.grace_end_after_midnight(midnight),
-                    observed=observed,
-                ),
+        judged: list[_DayJudged] = []
+
+        def judge_day(intervals: list[IntervalRow], spans: list[tuple[float, float]]) -> DayOutcome:
+            # inside the transaction that stores the day: the rules only, no I/O
+            peak = peak_between(intervals, start, midnight, self._meter.ttl)
+            ran = observed_seconds(spans, start, midnight)
+            observed = is_observed(ran, start, midnight, self._settings.observed_share)
+            if max_cores is None:
+                after = before  # no quota to judge against
+            else:
+                after = judge(
+                    before,
+                    Judgement(
+                        peak.peak_cores,
+                        max_cores,
+                        midnight,
+                        self._calendar.grace_end_after_midnight(midnight),
+                        observed=observed,
+                    ),
+                )
+            cause = _evaluation_cause(window, peak, max_cores, observed)
+            change = self._change(after, midnight, cause)
+            record = DayRecord(
+                day=window.day.isoformat(),
+                peak_cores=peak.peak_cores,
+                max_dp_cores=max_cores,
+                state_before=before.state,
+                state_after=after.state,
+                evaluated_at=now,
+                peak_at=peak.peak_at,
+                peak_instances=peak.instances,
+                license_serial_number=active.license.serial_number if active else "",
+                grace_ends_at=after.grace_ends_at,
+                starts_at=start,
+                ends_at=midnight,
+                observed_seconds=ran,
+                observed=observed,
             )
-        change = self._change(after, midnight, _evaluation_cause(window, peak, max_cores, observed))
-        record = DayRecord(
-            day=window.day.isoformat(),
-            peak_cores=peak.peak_cores,
-            max_dp_cores=max_cores,
-            state_before=before.state,
-            state_after=after.state,
-            evaluated_at=now,
-            peak_at=peak.peak_at,
-            peak_instances=peak.instances,
-            license_serial_number=active.license.serial_number if active else "",
-            grace_ends_at=after.grace_ends_at,
-            starts_at=start,
-            ends_at=midnight,
-            observed_seconds=ran,
-            observed=observed,
+            judged.append(_DayJudged(record, after, change))
+            return DayOutcome(record.row(), _standing_row(after), change.row() if change else None)
+
+        _, self._revision = self._meter.evaluate_day(
+            start, midnight, judge_day, now, expected_revision=self._revision
         )
-        self._store.record_evaluation(
-            record.row(), _standing_row(after), change.row() if change else None, now
-        )
+        # the judgement the stored transaction made (a retried transaction judges again)
+        record, after, change = judged[-1].record, judged[-1].after, judged[-1].change
         self._last_evaluation = record
         self.evaluations_total += 1
         log.info(
             "evaluated %s: peak %d cores, quota %s, %s (ran %.0f of %.0f s), %s -> %s",
             record.day,
-            peak.peak_cores,
+            record.peak_cores,
             max_cores if max_cores is not None else "none (no license)",
-            "observed" if observed else "not observed",
-            ran,
+            "observed" if record.observed else "not observed",
+            record.observed_seconds or 0.0,
             midnight - start,
             before.state.value,
             after.state.value,
@@ -882,6 +949,13 @@ class LicensingService:
         self._set_standing(after, change)
         retention = self._settings.usage_retention_days * SECONDS_PER_DAY
         self._store.prune_usage(start - retention, self._meter.ttl)
+
+
+@dataclass(frozen=True)
+class _DayJudged:
+    record: DayRecord
+    after: Standing
+    change: StateChange | None
 
 
 def _standing_row(standing: Standing) -> StandingRow:

@@ -1,11 +1,12 @@
-"""SQLite storage: the one place that opens the database.
+"""SQLite storage, the embedded default: the one place that opens the SQLite database.
 
-One file in the data directory, WAL mode. A call answered with success has
-committed: with WAL and synchronous=NORMAL a commit survives the process
-being killed at any moment. Usage reports queued together share one
-transaction (group commit: a commit carries every ticket queued when it
-starts; the gRPC edge gathers them, see server/group_commit.py), so
-durability does not cost throughput.
+One file in the data directory, WAL mode, one process (the exclusive lock keeps
+a second one out). A call answered with success has committed: with WAL and
+synchronous=NORMAL a commit survives the process being killed at any moment.
+Usage reports arriving together share one transaction (group commit), so
+durability does not cost throughput. Being the only writer, the store keeps
+the live usage intervals in memory (a `UsageTracker`) and writes only what a
+report changed.
 """
 
 from __future__ import annotations
@@ -16,138 +17,34 @@ import os
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from server.domain.usage import IntervalRow
+from server.domain.usage import IntervalRow, UsageInterval, UsageTracker
+from server.migrations import MIGRATIONS, TABLES
+from server.storage import (
+    DayJudge,
+    DayOutcome,
+    GroupCommit,
+    SharedState,
+    StaleState,
+    StandingRow,
+    StateChangeRow,
+    StoreError,
+    UsageReport,
+    UsageTicket,
+    maybe,
+    state_change_row,
+)
+
+__all__ = ["DATABASE_NAME", "StandingRow", "StateChangeRow", "Store", "StoreError"]
 
 DATABASE_NAME = "licensing.db"
-
-
-class StoreError(Exception):
-    pass
-
-
-def _migration_1(db: sqlite_utils.Database) -> None:
-    db.table("deployment").create(
-        {"id": int, "deployment_id": str, "deployment_time": float},
-        pk="id",
-        not_null={"deployment_id", "deployment_time"},
-    )
-    # one row: what survives a restart besides the tables below
-    db.table("service_state").create(
-        {
-            "id": int,
-            "runtime_state": str,
-            "grace_ends_at": float,
-            "high_water_at": float,
-        },
-        pk="id",
-    )
-    db.table("licenses").create(
-        {
-            "id": int,
-            "serial_number": str,
-            "customer": str,
-            "key_id": str,
-            "token": str,
-            "token_sha256": str,
-            "source": str,
-            "received_at": float,
-            "effective_at": float,
-            "expires_at": float,
-            "max_dp_cores": int,
-            # pending -> active -> superseded; pending -> replaced
-            "status": str,
-            "activated_at": float,
-            "ended_at": float,
-        },
-        pk="id",
-    )
-    db.table("licenses").create_index(["status"])
-    db.table("day_evaluations").create(
-        {
-            "day": str,
-            "peak_cores": int,
-            "peak_at": float,
-            "peak_instances": str,
-            "max_dp_cores": int,
-            "license_serial_number": str,
-            "state_before": str,
-            "state_after": str,
-            "grace_ends_at": float,
-            "evaluated_at": float,
-        },
-        pk="day",
-    )
-    db.table("state_changes").create(
-        {
-            "id": int,
-            "changed_at": float,
-            "state_before": str,
-            "state_after": str,
-            "grace_ends_at": float,
-            "cause": str,
-        },
-        pk="id",
-    )
-    db.table("usage_intervals").create(
-        {
-            "id": int,
-            "instance_id": str,
-            "cores": int,
-            "started_at": float,
-            "last_seen_at": float,
-            "ended_at": float,
-        },
-        pk="id",
-    )
-    db.table("usage_intervals").create_index(["started_at"])
-    db.execute(
-        "CREATE INDEX idx_usage_intervals_live ON usage_intervals(id) WHERE ended_at IS NULL"
-    )
-
-
-def _migration_2(db: sqlite_utils.Database) -> None:
-    # the license file's token last applied (or matched): an unchanged file is not re-applied
-    # over a newer upload, even across a restart
-    db.table("service_state").add_column("license_file_token_sha256", str)
-
-
-def _migration_3(db: sqlite_utils.Database) -> None:
-    # each evaluated day's window of instants, so a changed time zone neither skips nor repeats
-    # an hour, and how long the service ran in it (a day it barely watched proves nothing)
-    days = db.table("day_evaluations")
-    days.add_column("starts_at", float)
-    days.add_column("ends_at", float)
-    days.add_column("observed_seconds", float)
-    days.add_column("observed", int)
-    # days judged before windows were stored count as observed, as they were judged
-    db.execute("UPDATE day_evaluations SET observed = 1")
-    # the spans of time the service ran: one per run, extended as it runs
-    db.table("service_spans").create(
-        {"started_at": float, "ended_at": float}, pk="started_at", not_null={"ended_at"}
-    )
-    # service_state.grace_ends_at is now the open overage episode's grace end, kept after
-    # DP_CORE_EXCEEDED; a deployment already RESTRICTED has an episode whose grace has ended
-    db.execute(
-        "UPDATE service_state SET grace_ends_at = coalesce("
-        "(SELECT max(grace_ends_at) FROM state_changes), high_water_at) "
-        "WHERE runtime_state = 'RESTRICTED' AND grace_ends_at IS NULL"
-    )
-
-
-# The schema migrates forward on start: migration N takes user_version N-1 to N.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _migration_1,
-    _migration_2,
-    _migration_3,
-]
 
 # the columns of an IntervalRow, in its order
 _INTERVAL_COLUMNS = "id, instance_id, cores, started_at, last_seen_at, ended_at"
@@ -156,32 +53,6 @@ _UPSERT_INTERVAL = (
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
     "last_seen_at = excluded.last_seen_at, ended_at = excluded.ended_at"
 )
-
-
-class UsageTicket:
-    __slots__ = ("done", "error", "rows")
-
-    def __init__(self, rows: list[IntervalRow]) -> None:
-        self.rows = rows
-        self.done = False
-        self.error: BaseException | None = None
-
-
-@dataclass(frozen=True)
-class StandingRow:
-    """The runtime state as stored: the state and the open overage episode's grace end."""
-
-    runtime_state: str
-    grace_ends_at: float | None
-
-
-@dataclass(frozen=True)
-class StateChangeRow:
-    changed_at: float
-    state_before: str
-    state_after: str
-    grace_ends_at: float | None
-    cause: str
 
 
 def _unusable_directory(data_dir: Path, error: OSError) -> str:
@@ -239,20 +110,31 @@ class Store:
             raise StoreError(f"cannot open {self.path}: {reason}") from None
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._write_lock = threading.Lock()
-        self._queue_lock = threading.Lock()
-        self._usage_queue: list[UsageTicket] = []
+        self.usage_commits: GroupCommit[list[IntervalRow]] = GroupCommit(
+            self._write_lock, self._write_usage_rows
+        )
+        # the live intervals and the order of queued rows change together under this lock
+        self._tracker_lock = threading.Lock()
+        self._tracker = UsageTracker(30.0)
         # a failed usage commit: later rows were built on the refused ones, so every commit
-        # is refused until the caller rebuilds its memory from the store (`reset_usage`)
+        # is refused until memory is rebuilt from the database (`_reset_usage`)
         self._usage_failure: BaseException | None = None
+        self._replica_id = uuid.uuid4().hex
+        self._closed = threading.Event()
         try:
             self._migrate()
         except BaseException:
             conn.close()  # a refused database is left as it was, and unlocked
             raise
 
+    @property
+    def shared(self) -> bool:
+        return False  # the exclusive lock: no other process writes this database
+
     def close(self) -> None:
+        self._closed.set()
         with self._write_lock:
-            self._flush_usage_locked()
+            self.usage_commits.flush_locked()
             self.db.close()
 
     def _migrate(self) -> None:
@@ -262,10 +144,10 @@ class Store:
                 f"{self.path} has schema version {version}, newer than this server knows "
                 f"({len(MIGRATIONS)}): upgrade the server"
             )
-        for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+        for migration in MIGRATIONS[version:]:
             with self.db.atomic():
-                migration(self.db)
-                self.db.execute(f"PRAGMA user_version = {number}")
+                migration.sqlite(self.db)
+                self.db.execute(f"PRAGMA user_version = {migration.number}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
@@ -277,83 +159,90 @@ class Store:
             except sqlite3.Error as error:
                 raise StoreError(f"the database could not be written: {error}") from error
 
-    # --- usage: group commit ---------------------------------------------------
+    # --- usage: the live intervals in memory, group commit -----------------------------
 
-    def enqueue_usage(self, rows: list[IntervalRow]) -> UsageTicket:
-        """Queue rows in the order the tracker produced them; commit with `commit_usage`."""
-        ticket = UsageTicket(rows)
-        with self._queue_lock:
-            self._usage_queue.append(ticket)
-        return ticket
+    def open_usage(self, ttl: float) -> None:
+        with self._tracker_lock:
+            self._tracker = UsageTracker(ttl)
+            self._reset_usage()
 
-    def commit_usage(self, ticket: UsageTicket) -> None:
-        """Return once the ticket's rows are committed (by whichever caller takes the lock)."""
-        if not ticket.done:
-            with self._write_lock:
-                if not ticket.done:
-                    self._flush_usage_locked()
-        if ticket.error is not None:
-            raise StoreError(f"usage could not be stored: {ticket.error}") from ticket.error
+    def enqueue_usage(self, report: UsageReport) -> UsageTicket[list[IntervalRow]]:
+        with self._tracker_lock:
+            rows = self._tracker.report(
+                report.instance_id, report.cores, report.stopping, report.received_at
+            )
+            return self.usage_commits.enqueue(rows)
+
+    def commit_usage(self, ticket: UsageTicket[Any]) -> None:
+        try:
+            self.usage_commits.commit(ticket)
+        except StoreError:
+            with self._tracker_lock:
+                if self._usage_failure is not None:
+                    self._reset_usage()
+            raise
 
     def flush_usage(self) -> None:
-        """Commit every queued ticket now (a failure is recorded in the tickets)."""
-        with self._write_lock:
-            self._flush_usage_locked()
+        self.usage_commits.flush()
 
-    def _flush_usage_locked(self) -> None:
-        with self._queue_lock:
-            batch, self._usage_queue = self._usage_queue, []
-        if not batch:
-            return
+    def expire_usage(self, now: float) -> None:
+        with self._tracker_lock:
+            rows = self._tracker.expire(now)
+            if not rows:
+                return
+            ticket = self.usage_commits.enqueue(rows)
+        self.commit_usage(ticket)
+
+    def live_usage(self, now: float) -> tuple[int, int]:
+        with self._tracker_lock:
+            return self._tracker.current_total(now)
+
+    @property
+    def usage_version(self) -> int:
+        return self._tracker.version
+
+    def refresh_live_usage(self, now: float) -> None:
+        pass  # memory is the live usage: this process takes every report
+
+    def _write_usage_rows(self, batches: list[list[IntervalRow]]) -> None:
+        """With the write lock held: one transaction of every queued row, in order."""
         if self._usage_failure is not None:
-            self._fail(batch, self._usage_failure)
-            return
-        rows = [row for ticket in batch for row in ticket.rows]
+            raise self._usage_failure
         conn = self.db.conn
         try:
             # the hot path: the driver's implicit BEGIN and one commit, no savepoint bookkeeping
-            conn.executemany(_UPSERT_INTERVAL, rows)
+            conn.executemany(_UPSERT_INTERVAL, [row for rows in batches for row in rows])
             conn.commit()
         except sqlite3.Error as error:
             conn.rollback()
             self._usage_failure = error
-            self._fail(batch, error)
-            return
-        for ticket in batch:
-            ticket.done = True
+            raise
 
-    @staticmethod
-    def _fail(batch: list[UsageTicket], error: BaseException) -> None:
-        for ticket in batch:
-            ticket.error = error
-            ticket.done = True
-
-    @property
-    def usage_needs_reset(self) -> bool:
-        return self._usage_failure is not None
-
-    def reset_usage(self) -> tuple[list[IntervalRow], int]:
-        """Refuse every queued report and return what is stored: the live intervals, next id.
-
-        The caller holds the lock under which it queues usage, so nothing is queued
-        meanwhile, and rebuilds its memory from the answer.
-        """
+    def _reset_usage(self) -> None:
+        """With the tracker lock held: refuse every queued report and rebuild memory from the
+        database, so nothing refused is remembered."""
         with self._write_lock:
-            with self._queue_lock:
-                queued, self._usage_queue = self._usage_queue, []
-            self._fail(queued, self._usage_failure or StoreError("usage was reset"))
+            queued = self.usage_commits.take_queued()
+            self.usage_commits.fail(queued, self._usage_failure or StoreError("usage was reset"))
             self._usage_failure = None
-            live = [
-                tuple(r)
-                for r in self.db.execute(
-                    f"SELECT {_INTERVAL_COLUMNS} FROM usage_intervals WHERE ended_at IS NULL"
-                )
-            ]
-            return live, self._next_interval_id_locked()
+            try:
+                live = [
+                    UsageInterval(*row)
+                    for row in self.db.execute(
+                        f"SELECT {_INTERVAL_COLUMNS} FROM usage_intervals WHERE ended_at IS NULL"
+                    )
+                ]
+                next_id = self._next_interval_id_locked()
+            except sqlite3.Error as error:
+                raise StoreError(f"the database could not be read: {error}") from error
+        version = self._tracker.version
+        self._tracker = UsageTracker(self._tracker.ttl, live, next_id=next_id)
+        self._tracker.version = version + 1
 
     def write_usage(self, rows: list[IntervalRow]) -> None:
+        """Store rows as they are (a benchmark's fill); the tracker is not told."""
         if rows:
-            self.commit_usage(self.enqueue_usage(rows))
+            self.usage_commits.commit(self.usage_commits.enqueue(rows))
 
     def next_interval_id(self) -> int:
         with self._write_lock:
@@ -366,15 +255,18 @@ class Store:
     def intervals_between(self, start: float, end: float, ttl: float) -> list[IntervalRow]:
         """The intervals that counted at some instant of [start, end)."""
         with self._write_lock:
-            self._flush_usage_locked()
-            return [
-                tuple(r)
-                for r in self.db.execute(
-                    f"SELECT {_INTERVAL_COLUMNS} FROM usage_intervals WHERE started_at < ? "
-                    "AND coalesce(ended_at, last_seen_at + ?) > ?",
-                    [end, ttl, start],
-                )
-            ]
+            self.usage_commits.flush_locked()
+            return self._intervals_between_locked(start, end, ttl)
+
+    def _intervals_between_locked(self, start: float, end: float, ttl: float) -> list[IntervalRow]:
+        return [
+            tuple(r)
+            for r in self.db.execute(
+                f"SELECT {_INTERVAL_COLUMNS} FROM usage_intervals WHERE started_at < ? "
+                "AND coalesce(ended_at, last_seen_at + ?) > ?",
+                [end, ttl, start],
+            )
+        ]
 
     def prune_usage(self, before: float, ttl: float) -> int:
         """Forget intervals and spans that ended before `before` (already evaluated)."""
@@ -399,46 +291,85 @@ class Store:
 
     def create_deployment(
         self, deployment_id: str, deployment_time: float, runtime_state: str
-    ) -> None:
+    ) -> dict[str, Any]:
         with self.transaction() as db:
-            db.table("deployment").insert(
-                {"id": 1, "deployment_id": deployment_id, "deployment_time": deployment_time}
+            db.execute(
+                "INSERT INTO deployment (id, deployment_id, deployment_time) VALUES (1, ?, ?) "
+                "ON CONFLICT(id) DO NOTHING",
+                [deployment_id, deployment_time],
             )
-            db.table("service_state").insert(
-                {
-                    "id": 1,
-                    "runtime_state": runtime_state,
-                    "grace_ends_at": None,
-                    "high_water_at": deployment_time,
-                }
+            db.execute(
+                "INSERT INTO service_state (id, runtime_state, high_water_at) VALUES (1, ?, ?) "
+                "ON CONFLICT(id) DO NOTHING",
+                [runtime_state, deployment_time],
             )
+            return dict(db.table("deployment").get(1))
 
     def service_state(self) -> dict[str, Any]:
         with self._write_lock:
             return dict(self.db.table("service_state").get(1))
 
-    def save_time(self, high_water_at: float, spans: list[tuple[float, float]]) -> None:
+    def shared_state(self) -> SharedState:
+        with self.transaction() as db:
+            state = db.table("service_state").get(1)
+            return SharedState(
+                revision=state["revision"],
+                standing=StandingRow(state["runtime_state"], state["grace_ends_at"]),
+                high_water_at=state["high_water_at"] or 0.0,
+                active=_newest(db, "licenses", "status = 'active'", "id"),
+                pending=_newest(db, "licenses", "status = 'pending'", "id"),
+                last_evaluation=maybe(
+                    _without_instances, _newest(db, "day_evaluations", None, "day")
+                ),
+                last_state_change=maybe(state_change_row, _newest(db, "state_changes", None, "id")),
+            )
+
+    def revision(self) -> int:
+        with self._write_lock:
+            row = self.db.execute("SELECT revision FROM service_state WHERE id = 1").fetchone()
+        return int(row[0])
+
+    def wait_for_change(self, timeout: float) -> None:
+        self._closed.wait(timeout)  # nobody else changes it
+
+    @staticmethod
+    def _next_revision(db: sqlite_utils.Database, expected: int) -> int:
+        """Inside a transaction: move the revision on from `expected`, or refuse."""
+        cursor = db.execute(
+            "UPDATE service_state SET revision = revision + 1 WHERE id = 1 AND revision = ?",
+            [expected],
+        )
+        if cursor.rowcount != 1:
+            raise StaleState(f"the shared state moved on from revision {expected}")
+        return expected + 1
+
+    def save_time(self, high_water_at: float, spans: list[tuple[float, float]]) -> float:
         """The latest time seen, and the (start, end) spans of time the service ran so far."""
         with self.transaction() as db:
             db.conn.executemany(
-                "INSERT INTO service_spans (started_at, ended_at) VALUES (?, ?) "
-                "ON CONFLICT(started_at) DO UPDATE SET "
+                "INSERT INTO service_spans (replica_id, started_at, ended_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(replica_id, started_at) DO UPDATE SET "
                 "ended_at = max(ended_at, excluded.ended_at)",
-                spans,
+                [(self._replica_id, start, end) for start, end in spans],
             )
             self._save_high_water(db, high_water_at)
+            row = db.execute("SELECT high_water_at FROM service_state WHERE id = 1").fetchone()
+            return float(row[0])
 
     def spans_between(self, start: float, end: float) -> list[tuple[float, float]]:
         """The stored spans the service ran that overlap [start, end)."""
         with self._write_lock:
-            return [
-                (r[0], r[1])
-                for r in self.db.execute(
-                    "SELECT started_at, ended_at FROM service_spans "
-                    "WHERE started_at < ? AND ended_at > ?",
-                    [end, start],
-                )
-            ]
+            return self._spans_between_locked(start, end)
+
+    def _spans_between_locked(self, start: float, end: float) -> list[tuple[float, float]]:
+        return [
+            (r[0], r[1])
+            for r in self.db.execute(
+                "SELECT started_at, ended_at FROM service_spans "
+                "WHERE started_at < ? AND ended_at > ?",
+                [end, start],
+            )
+        ]
 
     def license_file_token(self) -> str | None:
         """The SHA-256 of the license token last taken from the license file, if any."""
@@ -489,11 +420,50 @@ class Store:
         change: StateChangeRow | None,
         high_water_at: float,
     ) -> None:
-        """Store one evaluated day and its outcome atomically: a day is evaluated exactly once."""
-        row = dict(evaluation, peak_instances=json.dumps(evaluation["peak_instances"]))
+        """Store one evaluated day as it is (history made elsewhere, as a test's)."""
         with self.transaction() as db:
-            db.table("day_evaluations").insert(row)
+            self._insert_day(db, evaluation)
             self._update_state(db, standing, change, high_water_at)
+            db.execute("UPDATE service_state SET revision = revision + 1 WHERE id = 1")
+
+    @staticmethod
+    def _insert_day(db: sqlite_utils.Database, evaluation: dict[str, Any]) -> None:
+        db.table("day_evaluations").insert(
+            dict(evaluation, peak_instances=json.dumps(evaluation["peak_instances"]))
+        )
+
+    def evaluate_day(
+        self,
+        starts_at: float,
+        ends_at: float,
+        judge: DayJudge,
+        high_water_at: float,
+        *,
+        expected_revision: int,
+    ) -> tuple[DayOutcome, int]:
+        """Store one evaluated day and its outcome atomically: a day is evaluated exactly once."""
+        with self._write_lock:
+            # every report queued so far counts in the day it was stamped in
+            self.usage_commits.flush_locked()
+            try:
+                with self.db.atomic():
+                    revision = self._next_revision(self.db, expected_revision)
+                    ttl = self._tracker.ttl
+                    outcome = judge(
+                        self._intervals_between_locked(starts_at, ends_at, ttl),
+                        self._spans_between_locked(starts_at, ends_at),
+                    )
+                    self._insert_day(self.db, outcome.evaluation)
+                    self._update_state(self.db, outcome.standing, outcome.change, high_water_at)
+            except sqlite3.Error as error:
+                raise StoreError(f"the database could not be written: {error}") from error
+        return outcome, revision
+
+    def export_tables(self) -> dict[str, list[dict[str, Any]]]:
+        """Every row of every table of the deployment's data, as it is stored."""
+        with self._write_lock:
+            self.usage_commits.flush_locked()
+            return {table: list(self.db.table(table).rows) for table in TABLES}
 
     # --- licenses ------------------------------------------------------------------
 
@@ -505,15 +475,19 @@ class Store:
         with self._write_lock:
             return list(self.db.table("licenses").rows_where(order_by="id desc", limit=limit))
 
-    def add_pending_license(self, row: dict[str, Any], at: float, high_water_at: float) -> None:
+    def add_pending_license(
+        self, row: dict[str, Any], at: float, high_water_at: float, *, expected_revision: int
+    ) -> int:
         """Keep a license until its effective time; it replaces any license already waiting."""
         with self.transaction() as db:
+            revision = self._next_revision(db, expected_revision)
             db.execute(
                 "UPDATE licenses SET status = 'replaced', ended_at = ? WHERE status = 'pending'",
                 [at],
             )
             db.table("licenses").insert(dict(row, status="pending"))
             self._save_high_water(db, high_water_at)
+            return revision
 
     def activate_license(
         self,
@@ -524,9 +498,11 @@ class Store:
         high_water_at: float,
         *,
         was_pending: bool,
-    ) -> None:
+        expected_revision: int,
+    ) -> int:
         """Put a license in force (a new one, or the pending one taking over) atomically."""
         with self.transaction() as db:
+            revision = self._next_revision(db, expected_revision)
             db.execute(
                 "UPDATE licenses SET status = 'superseded', ended_at = ? WHERE status = 'active'",
                 [at],
@@ -540,6 +516,7 @@ class Store:
             else:
                 db.table("licenses").insert(dict(row, status="active", activated_at=at))
             self._update_state(db, standing, change, high_water_at)
+            return revision
 
     # --- history ---------------------------------------------------------------------
 
@@ -577,9 +554,15 @@ class Store:
     def state_changes(self, limit: int) -> list[StateChangeRow]:
         with self._write_lock:
             rows = list(self.db.table("state_changes").rows_where(order_by="id desc", limit=limit))
-        return [
-            StateChangeRow(
-                r["changed_at"], r["state_before"], r["state_after"], r["grace_ends_at"], r["cause"]
-            )
-            for r in rows
-        ]
+        return [state_change_row(r) for r in rows]
+
+
+def _newest(
+    db: sqlite_utils.Database, table: str, where: str | None, order: str
+) -> dict[str, Any] | None:
+    rows = list(db.table(table).rows_where(where, order_by=f"{order} desc", limit=1))
+    return rows[0] if rows else None
+
+
+def _without_instances(row: dict[str, Any]) -> dict[str, Any]:
+    return dict(row, peak_instances=[])

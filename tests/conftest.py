@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+import psycopg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -32,7 +37,10 @@ from server.app import RunningServer, run_server
 from server.config import load_config
 from server.domain.clock import SECONDS_PER_DAY, ManualClock
 from server.domain.license import issue_license, public_key_pem
-from server.store import StandingRow, Store
+from server.migrations import TABLES
+from server.postgres_store import PostgresStore
+from server.storage import StandingRow
+from server.store import Store
 
 VENDOR_KID = "vendor-test"
 ADMIN_TOKEN = "admin-secret-token"
@@ -64,6 +72,105 @@ PINNED_DEPLOYMENT = deployment_pins(START)
 def midnight_after(when: float, days: int = 1) -> float:
     """The UTC midnight `days` days after the start of `when`'s day."""
     return (when // DAY + days) * DAY
+
+
+# --- PostgreSQL: a database per test run, a schema per test ---------------------------------
+
+TEST_DATABASE_URL = os.environ.get(
+    "LICENSING_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+BACKENDS = ("sqlite", "postgresql")
+
+
+def database_url_with(url: str, database: str | None = None, schema: str | None = None) -> str:
+    """`url` naming another database, and (through libpq's options) a search_path."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query)
+    if schema is not None:
+        query = [(k, v) for k, v in query if k != "options"]
+        query.append(("options", f"-csearch_path={schema}"))
+    path = f"/{database}" if database is not None else parts.path
+    return urllib.parse.urlunsplit(parts._replace(path=path, query=urllib.parse.urlencode(query)))
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the test server for this run, dropped at its end.
+
+    Where no server answers the tests that need one skip, saying why; under CI that is a
+    failure: CI has a server.
+    """
+    try:
+        admin = psycopg.connect(TEST_DATABASE_URL, autocommit=True, connect_timeout=3)
+    except psycopg.Error as error:
+        reason = f"no PostgreSQL at {TEST_DATABASE_URL} (LICENSING_TEST_DATABASE_URL): {error}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    name = f"licensing_test_{os.getpid()}_{secrets.token_hex(4)}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield database_url_with(TEST_DATABASE_URL, database=name)
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(postgres_database: str) -> Iterator[str]:
+    """A fresh schema for one test, in the run's database, dropped after the test."""
+    schema = f"test_{secrets.token_hex(6)}"
+    with psycopg.connect(postgres_database, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            yield database_url_with(postgres_database, schema=schema)
+        finally:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+T = TypeVar("T")
+
+
+def read_database(database_url: str, read: Callable[[PostgresStore], T]) -> T:
+    """What `read` finds in the database, through a store opened for it alone."""
+    store = PostgresStore(database_url)
+    try:
+        return read(store)
+    finally:
+        store.close()
+
+
+def terminate_server_connections(database_url: str) -> int:
+    """pg_terminate_backend for every connection a server made to the test's database."""
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = 'license-server' "
+            "AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return len(rows)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage the test's servers use: SQLite, unless parametrised over both."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # a test marked both_backends (or in a module so marked) runs on SQLite and PostgreSQL
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_backends"
+    ):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def backend_flags(backend: str, request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """Server flags that select the test's backend (a fresh schema for PostgreSQL)."""
+    if backend == "postgresql":
+        return ("--database-url", request.getfixturevalue("database_url"))
+    return ()
 
 
 @dataclass
@@ -210,15 +317,18 @@ def harness_for(config: Any, clock: ManualClock) -> Iterator[Harness]:
 
 @pytest.fixture
 def make_harness(
-    tmp_path: Path, vendor: Vendor, clock: ManualClock
+    tmp_path: Path, vendor: Vendor, clock: ManualClock, backend_flags: tuple[str, ...]
 ) -> Iterator[Callable[..., Harness]]:
-    """Start servers on port 0; each gets the same data directory unless told otherwise."""
+    """Start servers on port 0; each gets the same data directory (or database) unless told
+    otherwise."""
     stack = ExitStack()
 
     def make(
         *extra: str, data_dir: Path | None = None, environ: dict[str, str] | None = None
     ) -> Harness:
-        config = server_config(data_dir or tmp_path / "data", vendor, *extra, environ=environ)
+        config = server_config(
+            data_dir or tmp_path / "data", vendor, *backend_flags, *extra, environ=environ
+        )
         return stack.enter_context(harness_for(config, clock))
 
     with stack:
@@ -263,11 +373,16 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
+        self.launch()
+        self.wait_serving(timeout)
+        return self
+
+    def launch(self) -> ServerProcess:
+        """Start the process without waiting for it to serve (replicas starting together)."""
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
                 self.args, stdout=log_file, stderr=subprocess.STDOUT, env=self.env
             )
-        self.wait_serving(timeout)
         return self
 
     def wait_serving(self, timeout: float) -> None:
@@ -326,6 +441,71 @@ def server_processes() -> Iterator[Callable[..., ServerProcess]]:
         process.stop_quietly()
 
 
+class TcpProxy:
+    """A loopback TCP forwarder: `cut()` makes the target unreachable (the listener and every
+    connection closed), `restore()` listens again on the same port."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listening = threading.Event()
+        self._acceptor: threading.Thread | None = None
+
+    def restore(self) -> TcpProxy:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        listener.settimeout(0.1)
+        self._listening.set()
+        self._acceptor = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        self._acceptor.start()
+        return self
+
+    def cut(self) -> None:
+        self._listening.clear()
+        if self._acceptor is not None:
+            self._acceptor.join(5)
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        with listener:
+            while self._listening.is_set():
+                try:
+                    client, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                try:
+                    upstream = socket.create_connection(self.target, timeout=5)
+                except OSError:
+                    client.close()
+                    continue
+                upstream.settimeout(None)
+                client.settimeout(None)
+                with self._lock:
+                    self._sockets += [client, upstream]
+                for source, sink in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
@@ -359,10 +539,31 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+REFUSE_WRITES = """
+CREATE FUNCTION refuse_writes() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'attempt to write a readonly database'; END $$
+"""
+
+
 @contextmanager
 def read_only(store: Any) -> Iterator[None]:
-    """Every write to the real database fails (SQLITE_READONLY), as on a file system remounted
-    read-only or a full disk, until the block ends."""
+    """Every write to the real database fails until the block ends: SQLITE_READONLY, as on a
+    file system remounted read-only or a full disk; in PostgreSQL, a trigger on every table
+    that raises."""
+    if isinstance(store, PostgresStore):
+        with store._pool.connection() as conn:
+            conn.execute(REFUSE_WRITES)
+            for table in TABLES:
+                conn.execute(
+                    f"CREATE TRIGGER refuse_writes BEFORE INSERT OR UPDATE OR DELETE ON {table} "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION refuse_writes()"
+                )
+        try:
+            yield
+        finally:
+            with store._pool.connection() as conn:
+                conn.execute("DROP FUNCTION refuse_writes() CASCADE")
+        return
     conn = store.db.conn
     conn.execute("PRAGMA query_only = 1")
     try:

@@ -26,7 +26,12 @@ def test_the_sample_toml_loads_and_lists_every_option() -> None:
 
 def test_the_examples_name_only_real_environment_variables() -> None:
     known = {env_name(option.name) for option in OPTIONS} | {env_name("config")}
-    for example in ("kubernetes.yaml", "license-server.service", "helm-values-mapping.md"):
+    for example in (
+        "kubernetes.yaml",
+        "kubernetes-replicas.yaml",
+        "license-server.service",
+        "helm-values-mapping.md",
+    ):
         used = set(re.findall(r"\bLICENSING_[A-Z_]+\b", (DEPLOY / example).read_text()))
         assert used <= known, (example, used - known)
 
@@ -39,3 +44,16 @@ def test_the_kubernetes_example_mounts_the_license_secret_as_a_directory() -> No
     assert "mountPath: /etc/license-server/license\n" in manifest
     assert "value: /etc/license-server/license/license.jws" in manifest
     assert manifest.count("grpc:\n              port: 7443") == 3
+
+
+def test_the_replicas_example_rolls_three_replicas_on_a_database_from_a_secret() -> None:
+    manifest = (DEPLOY / "kubernetes-replicas.yaml").read_text()
+    assert "replicas: 3" in manifest
+    assert "type: RollingUpdate" in manifest and "maxUnavailable: 0" in manifest
+    assert (
+        "- name: LICENSING_DATABASE_URL\n              valueFrom:\n"
+        "                secretKeyRef:\n                  name: license-server-database"
+    ) in manifest
+    assert "persistentVolumeClaim" not in manifest
+    assert "service: licensing.v1.LicenseService" in manifest  # readiness follows the database
+    assert [line for line in manifest.splitlines() if "subPath:" in line] == []

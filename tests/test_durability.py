@@ -84,29 +84,30 @@ def test_concurrent_reports_from_200_gateways_all_survive_a_sigkill_and_restart(
     assert status.current_total_cores == sum(acknowledged.values())
 
 
+@pytest.mark.both_backends
 def test_reports_arriving_together_share_one_transaction(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = harness.running.store
+    commits = harness.running.store.usage_commits
     batches: list[int] = []
-    flush = store._flush_usage_locked
+    flush = commits.flush_locked
 
     def counting_flush() -> None:
-        batches.append(len(store._usage_queue))
+        batches.append(len(commits.queue))
         flush()
 
-    monkeypatch.setattr(store, "_flush_usage_locked", counting_flush)
+    monkeypatch.setattr(commits, "flush_locked", counting_flush)
     reports = 20
     threads = [
         threading.Thread(target=harness.gateway.report_usage, args=(f"gw-{n}", 4), daemon=True)
         for n in range(reports)
     ]
     # a commit in progress: the reports arriving meanwhile queue up behind it
-    with store._write_lock:
+    with commits.lock:
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + JOIN_TIMEOUT
-        while len(store._usage_queue) < reports and time.monotonic() < deadline:
+        while len(commits.queue) < reports and time.monotonic() < deadline:
             time.sleep(0.01)
     for thread in threads:
         thread.join(JOIN_TIMEOUT)

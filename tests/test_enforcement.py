@@ -16,6 +16,9 @@ from licensing.v1 import licensing_pb2 as pb
 
 from server.domain.license import iso_time
 
+# storage is part of every rule here: each test runs on SQLite and on PostgreSQL
+pytestmark = pytest.mark.both_backends
+
 QUOTA = 16
 OVER = 20
 HOUR = 3600.0

@@ -10,8 +10,12 @@ import itertools
 import time
 from collections.abc import Callable
 
+import pytest
 from conftest import DAY, START, Harness, Vendor, midnight_after
 from licensing.v1 import licensing_pb2 as pb
+
+# storage is part of every rule here: each test runs on SQLite and on PostgreSQL
+pytestmark = pytest.mark.both_backends
 
 QUOTA = 16
 OVER = 20

@@ -6,29 +6,27 @@ import logging
 
 import grpc
 import pytest
-from conftest import Harness, Vendor
+from conftest import Harness, Vendor, read_only
 from licensing.client import LicensingError, Operation
 
 from server.errors import failure_status
 
-
-def make_database_read_only(harness: Harness, read_only: bool) -> None:
-    """SQLite itself refuses every write from now on, as with a full or read-only disk."""
-    with harness.running.store.transaction() as db:
-        db.execute(f"PRAGMA query_only = {'ON' if read_only else 'OFF'}")
+# storage is part of every rule here: each test runs on SQLite and on PostgreSQL
+pytestmark = pytest.mark.both_backends
 
 
 def test_a_database_that_cannot_be_written_is_unavailable_with_a_reason_and_no_detail(
     harness: Harness, vendor: Vendor, caplog: pytest.LogCaptureFixture
 ) -> None:
     harness.admin.upload(vendor.issue(serial_number="LIC-IN-FORCE"))
-    make_database_read_only(harness, True)
-
-    with caplog.at_level(logging.ERROR, logger="licensing"):
+    with read_only(harness.running.store), caplog.at_level(logging.ERROR, logger="licensing"):
         with pytest.raises(LicensingError) as report:
             harness.gateway.report_usage("gw-1", 4)
         with pytest.raises(LicensingError) as upload:
             harness.admin.upload(vendor.issue(serial_number="LIC-REFUSED"))
+        # what is answered from memory still is, and the license in force stays
+        assert harness.control_plane.check_write("route", Operation.CREATE).allowed
+        assert harness.control_plane.status().license.serial_number == "LIC-IN-FORCE"
 
     for raised in (report, upload):
         assert (raised.value.code, raised.value.reason) == (
@@ -40,11 +38,6 @@ def test_a_database_that_cannot_be_written_is_unavailable_with_a_reason_and_no_d
     # the operator finds what went wrong in the log
     assert "readonly database" in caplog.text
 
-    # what is answered from memory still is, and the license in force stays
-    assert harness.control_plane.check_write("route", Operation.CREATE).allowed
-    assert harness.control_plane.status().license.serial_number == "LIC-IN-FORCE"
-
-    make_database_read_only(harness, False)
     assert harness.gateway.report_usage("gw-1", 4).receive_time.seconds > 0
     assert harness.admin.upload(vendor.issue(serial_number="LIC-LATER")).license.serial_number
 

@@ -35,6 +35,9 @@ from licensing.v1 import licensing_pb2 as pb
 
 from server.domain.license import issue_license, public_key_pem
 
+# storage is part of every rule here: each test runs on SQLite and on PostgreSQL
+pytestmark = pytest.mark.both_backends
+
 
 def status_fingerprint(harness: Harness) -> dict[str, object]:
     """What a rejected license must leave untouched: everything GetStatus shows but the clock."""
@@ -396,7 +399,8 @@ def test_a_never_valid_trial_stored_as_pending_before_the_rule_never_takes_over(
         expires_at=START + 200 * DAY,
     )
     # what a server without the rule stored: the trial waiting for its effective time
-    first.running.store.add_pending_license(
+    store = first.running.store
+    store.add_pending_license(
         {
             "serial_number": "TRIAL-LATE",
             "customer": "Example Corp",
@@ -411,6 +415,7 @@ def test_a_never_valid_trial_stored_as_pending_before_the_rule_never_takes_over(
         },
         START,
         START,
+        expected_revision=store.revision(),
     )
     first.running.stop(grace=0.5)
     second = make_harness()

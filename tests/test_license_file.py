@@ -17,6 +17,9 @@ from licensing.v1 import licensing_pb2 as pb
 from server.domain.clock import ManualClock
 from server.license_file import LicenseFileWatcher
 
+# storage is part of every rule here: each test runs on SQLite and on PostgreSQL
+pytestmark = pytest.mark.both_backends
+
 # a real thread on a real short interval, for the tests that do not drive poll_once
 FAST_POLL = ("--license-poll-interval", "0.05")
 

@@ -201,6 +201,19 @@ def test_a_day_is_observed_when_the_service_ran_for_at_least_half_of_it() -> Non
     assert is_observed(6 * HOUR, start, end, share=0.25)
 
 
+def test_replicas_running_at_once_observe_the_time_they_overlap_once() -> None:
+    start, end = MIDNIGHT, MIDNIGHT + DAY
+    # three replicas: two ran the morning together, one the afternoon; one span in another
+    spans = [
+        (start, start + 8 * HOUR),
+        (start + 2 * HOUR, start + 10 * HOUR),
+        (start + 3 * HOUR, start + 4 * HOUR),
+        (start + 12 * HOUR, start + 14 * HOUR),
+    ]
+    assert observed_seconds(spans, start, end) == 12 * HOUR
+    assert not is_observed(observed_seconds(spans[:2], start, end), start, end)
+
+
 # --- calendar days in the configured time zone ---------------------------------------
 
 

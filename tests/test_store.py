@@ -27,7 +27,7 @@ def test_a_database_of_the_first_schema_migrates_forward_on_start_and_keeps_its_
 ) -> None:
     path = tmp_path / DATABASE_NAME
     old = sqlite_utils.Database(path)
-    MIGRATIONS[0](old)
+    MIGRATIONS[0].sqlite(old)
     old.execute("PRAGMA user_version = 1")
     old.table("deployment").insert({"id": 1, "deployment_id": "kept", "deployment_time": 1.0})
     old.table("service_state").insert({"id": 1, "runtime_state": "NORMAL", "high_water_at": 5.0})

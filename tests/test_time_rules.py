@@ -19,6 +19,9 @@ from licensing.v1 import licensing_pb2 as pb
 
 from server.store import StoreError
 
+# storage is part of every rule here: each test runs on SQLite and on PostgreSQL
+pytestmark = pytest.mark.both_backends
+
 QUOTA = 16
 OVER = 20
 BURST = 40

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +16,7 @@ from .common import DEFAULT_OUTPUT, HOT_METHODS, ROOT
 from .http_load import cmd_load_http
 from .load import cmd_load, cmd_open_loop
 from .offline import cmd_nightly_eval, cmd_nightly_fill, cmd_storage
+from .replicas import DEFAULT_POSTGRES_OUTPUT, cmd_postgres
 from .report import Report
 from .runner import Bench
 
@@ -93,7 +95,35 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="smoke run: 1 s runs at concurrency 1, one round, small fleets and simulations",
     )
-    commands = root.add_subparsers(dest="command", metavar="(internal subcommands)")
+    commands = root.add_subparsers(dest="command", metavar="(postgres | internal subcommands)")
+    postgres = commands.add_parser(
+        "postgres",
+        help="ReportUsage on PostgreSQL against SQLite, two replicas against one, the open "
+        "loop and the nightly evaluation on PostgreSQL",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    postgres.add_argument(
+        "--database-url",
+        default=os.environ.get("LICENSING_TEST_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="a database to make (and drop) a schema per run in",
+    )
+    postgres.add_argument("--duration", type=float, default=3.0)
+    postgres.add_argument("--warmup", type=float, default=0.5)
+    postgres.add_argument("--rounds", type=int, default=3)
+    postgres.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    postgres.add_argument("--fleet", type=int, default=10_000)
+    postgres.add_argument("--open-loop-gateways", type=int, default=20_000)
+    postgres.add_argument("--open-loop-interval", type=float, default=10.0)
+    postgres.add_argument("--open-loop-seconds", type=float, default=30.0)
+    postgres.add_argument("--nightly-instances", type=int, default=10_000)
+    postgres.add_argument(
+        "--pg-workers", type=int, default=128, help="--max-workers of the PostgreSQL replicas"
+    )
+    postgres.add_argument("--skip-open-loop", action="store_true")
+    postgres.add_argument("--skip-nightly", action="store_true")
+    postgres.add_argument(
+        "--output", type=Path, default=None, help=f"markdown file (e.g. {DEFAULT_POSTGRES_OUTPUT})"
+    )
     noop = commands.add_parser("noop-server", help="serve constant responses (the ceiling)")
     noop.add_argument("--kind", choices=("thread", "aio"), required=True)
     noop.add_argument("--port", type=int, required=True)
@@ -128,6 +158,8 @@ def parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=f"{name} measurement (a subprocess of the run)")
         sub.add_argument("--data-dir", required=True)
         sub.add_argument("--key-dir", required=True)
+        if name != "storage":
+            sub.add_argument("--database-url", default=None, help="PostgreSQL instead of SQLite")
         if name == "nightly-fill":
             sub.add_argument("--instances", type=int, default=10_000)
             sub.add_argument("--changes", type=int, default=3)
@@ -137,6 +169,8 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--interval", type=float, default=10.0)
     return root
 
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 QUICK = {
     "duration": 1.0,
@@ -164,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "nightly-eval": cmd_nightly_eval,
         "storage": cmd_storage,
     }
+    if args.command == "postgres":
+        return cmd_postgres(args, argv)
     if args.command is not None:
         return subcommands[args.command](args)
     if args.quick:

@@ -46,9 +46,13 @@ def max_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _sim_service(data_dir: Path, key_dir: Path, clock: Any) -> tuple[Any, Any]:
-    """(LicensingService, Store) on `data_dir`, trusting the key in `key_dir`, default settings."""
+def _sim_service(
+    data_dir: Path, key_dir: Path, clock: Any, database_url: str | None = None
+) -> tuple[Any, Any]:
+    """(LicensingService, store) on `data_dir` (or the PostgreSQL database at `database_url`),
+    trusting the key in `key_dir`, default settings."""
     from server.domain.license import load_public_key
+    from server.postgres_store import PostgresStore
     from server.service import LicensingService, ServiceSettings
     from server.store import Store
 
@@ -58,7 +62,7 @@ def _sim_service(data_dir: Path, key_dir: Path, clock: Any) -> tuple[Any, Any]:
         deployment_id=DEPLOYMENT_ID,
         deployment_time=SIM_DAY_START,
     )
-    store = Store(data_dir)
+    store = PostgresStore(database_url) if database_url else Store(data_dir)
     return LicensingService(store, clock, settings), store
 
 
@@ -75,10 +79,11 @@ def cmd_nightly_fill(args: argparse.Namespace) -> int:
     start, midnight = SIM_DAY_START, SIM_DAY_START + DAY
     clock = ManualClock(start + 60)
     text = bench_license(key_dir, start, "BENCH-SIM")[0]
-    service, store = _sim_service(data_dir, key_dir, clock)
+    service, store = _sim_service(data_dir, key_dir, clock, args.database_url)
     service.upload(text)
     rng = random.Random(5)
-    next_id = store.next_interval_id()
+    # a fresh PostgreSQL database numbers from 1
+    next_id = 1 if args.database_url else store.next_interval_id()
     rows: list[tuple[int, str, int, float, float, float | None]] = []
     for instance_id in fleet_ids(args.instances):
         began = start + 60 + rng.uniform(0, 600)
@@ -107,7 +112,7 @@ def cmd_nightly_eval(args: argparse.Namespace) -> int:
 
     midnight = SIM_DAY_START + DAY
     clock = ManualClock(midnight + 5)
-    service, store = _sim_service(Path(args.data_dir), Path(args.key_dir), clock)
+    service, store = _sim_service(Path(args.data_dir), Path(args.key_dir), clock, args.database_url)
     rss_before = max_rss_mib()
     began = time.perf_counter()
     service.tick()

@@ -107,6 +107,11 @@ class ServiceTime:
             self.last_wall = wall
         return now
 
+    def raise_to(self, high_water_at: float) -> None:
+        """Never run behind `high_water_at`: the latest time another replica has seen."""
+        with self._lock:
+            self._last = max(self._last, high_water_at)
+
     def take_closed_spans(self) -> list[tuple[float, float]]:
         with self._lock:
             spans, self.closed_spans = self.closed_spans, []

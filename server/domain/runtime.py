@@ -82,8 +82,19 @@ def is_observed(
 
 
 def observed_seconds(spans: list[tuple[float, float]], starts_at: float, ends_at: float) -> float:
-    """How long the service ran within [starts_at, ends_at), from its (start, end) spans."""
-    return sum(max(0.0, min(end, ends_at) - max(start, starts_at)) for start, end in spans)
+    """How long the service ran within [starts_at, ends_at), from its (start, end) spans.
+
+    With several replicas each stores its own spans, and the service ran while any one of
+    them did: overlapping spans count once.
+    """
+    covered = 0.0
+    reached = starts_at
+    for start, end in sorted(spans):
+        begins, ends = max(start, reached), min(end, ends_at)
+        if begins < ends:
+            covered += ends - begins
+            reached = ends
+    return covered
 
 
 @dataclass(frozen=True)

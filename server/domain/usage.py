@@ -92,6 +92,15 @@ class UsageInterval:
         )
 
 
+def placed_after(received_at: float, evaluated_until: float) -> float:
+    """When a report counts: never inside a day already judged, which never changes again.
+
+    Where several processes take reports, one may commit a report stamped just before a
+    midnight after another evaluated that day; it then counts from the day's end.
+    """
+    return max(received_at, evaluated_until)
+
+
 def counting_until(row: IntervalRow, ttl: float) -> float:
     """The instant an interval stops counting."""
     ended_at = row[5]
@@ -132,6 +141,23 @@ class UsageTracker:
             self.version += 1
             changed.append(started.row())
         return changed
+
+    def follow(self, rows: Iterable[IntervalRow]) -> None:
+        """Take rows another writer stored, in order: an open one is its instance's live
+        interval, a closed one ends it."""
+        for row in rows:
+            interval = UsageInterval(*row)
+            current = self._live.get(interval.instance_id)
+            if interval.ended_at is None:
+                if current is None or current.cores != interval.cores:
+                    self.version += 1
+                self._live[interval.instance_id] = interval
+            elif current is not None and current.started_at == interval.started_at:
+                del self._live[interval.instance_id]
+                self.version += 1
+
+    def live_rows(self) -> list[IntervalRow]:
+        return [interval.row() for interval in self._live.values()]
 
     def expire(self, now: float) -> list[IntervalRow]:
         """Close the intervals of instances silent for longer than the TTL."""
