@@ -628,9 +628,8 @@ def test_the_last_backward_step_is_unset_until_the_clock_moves_back(
     assert not status.clock.moved_back
     assert not status.clock.HasField("last_backward_step")
     assert not status.clock.HasField("last_backward_step_time")
-    assert "last_backward_step" not in MessageToDict(status, preserving_proto_field_name=True)[
-        "clock"
-    ]
+    as_json = MessageToDict(status, preserving_proto_field_name=True)
+    assert "last_backward_step" not in as_json["clock"]
 
     harness.advance_to(START + DAY)
     harness.clock.set(START + DAY - 90)
