@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from server.config import split_host_port
+from server.config import join_host_port, split_host_port
 from server.domain.runtime import RuntimeState
 from server.service import LicensingService
 
@@ -91,6 +91,8 @@ class MetricsServer:
         self._httpd = httpd
         self._thread = thread
         self.port: int = httpd.server_port
+        # HOST:PORT as bound, for the log (port 0 was a free one)
+        self.address = join_host_port(str(httpd.server_address[0]), self.port)
 
     def stop(self) -> None:
         self._httpd.shutdown()
