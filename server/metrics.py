@@ -261,16 +261,11 @@ class StatusCollector(Collector):
             )
             license_info.add_metric([lic.serial_number, active.source.value], 1.0)
             yield license_info
+            # base units only: alerts compute days left as (this - time()) / 86400
             yield from gauge(
                 "licensing_license_expiry_timestamp_seconds",
                 "When the license in force ends (a trial: at most 90 days from deployment).",
                 ends_at,
-            )
-            yield from gauge(
-                "licensing_license_days_until_expiration",
-                "Whole days until the license in force ends, as GetStatus shows (0 on the last "
-                "day, negative after).",
-                status.days_until_expiration,
             )
             yield from gauge(
                 "licensing_license_max_dp_cores",
