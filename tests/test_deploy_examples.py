@@ -8,8 +8,11 @@ import shutil
 import subprocess
 import tomllib
 from pathlib import Path
+from typing import Any
 
+import kubernetes_validate
 import pytest
+import yaml
 
 from server.config import OPTIONS, env_name, load_config
 
@@ -128,3 +131,56 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
     )
     # unknown or misspelt settings are only warnings: any output at all fails
     assert (verified.returncode, verified.stdout + verified.stderr) == (0, "")
+
+
+def kubernetes_resources() -> list[dict[str, Any]]:
+    documents = yaml.safe_load_all((DEPLOY / "kubernetes.yaml").read_text())
+    return [document for document in documents if document]
+
+
+def test_the_kubernetes_example_validates_against_the_kubernetes_schema() -> None:
+    resources = kubernetes_resources()
+    assert [r["kind"] for r in resources] == [
+        "PersistentVolumeClaim",
+        "Deployment",
+        "Service",
+        "Service",
+    ]
+    for resource in resources:
+        # strict: a misspelt or misplaced field fails instead of being ignored
+        kubernetes_validate.validate(resource, "1.37", strict=True)
+
+
+# the volume types Pod Security "restricted" allows
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def test_the_kubernetes_example_meets_pod_security_restricted() -> None:
+    [deployment] = [r for r in kubernetes_resources() if r["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    pod_security = pod["securityContext"]
+    for host_namespace in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not pod.get(host_namespace)
+    for volume in pod["volumes"]:
+        assert set(volume) - {"name"} <= RESTRICTED_VOLUMES, volume
+    containers = pod["containers"] + pod.get("initContainers", [])
+    for container in containers:
+        security = container["securityContext"]
+        assert security.get("runAsNonRoot", pod_security.get("runAsNonRoot")) is True
+        assert security.get("runAsUser", pod_security.get("runAsUser")) != 0
+        seccomp = security.get("seccompProfile", pod_security.get("seccompProfile"))
+        assert seccomp == {"type": "RuntimeDefault"}
+        assert security["allowPrivilegeEscalation"] is False
+        assert not security.get("privileged")
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert set(security["capabilities"].get("add", [])) <= {"NET_BIND_SERVICE"}
+        assert not [port for port in container["ports"] if "hostPort" in port]
