@@ -239,7 +239,8 @@ class HttpEdge:
         except OSError:
             await self._runner.cleanup()
             raise
-        bound_host, self.port = self._runner.addresses[0][:2]
+        bound_host, bound_port = self._runner.addresses[0][:2]
+        self.port = int(bound_port)
         self.address = join_host_port(str(bound_host), self.port)
         return self.port
 
