@@ -23,7 +23,14 @@ from grpc_reflection.v1alpha import reflection
 from licensing.v1 import licensing_pb2, licensing_pb2_grpc
 
 from server.auth import BearerTokenAuth, Role, TokenCheck
-from server.config import Config, ConfigError, is_loopback, load_config, split_host_port
+from server.config import (
+    Config,
+    ConfigError,
+    is_loopback,
+    join_host_port,
+    load_config,
+    split_host_port,
+)
 from server.dev_tls import development_certificate
 from server.domain.clock import Clock, SystemClock
 from server.domain.deployment import DeploymentRefused
@@ -34,7 +41,7 @@ from server.http_edge import HttpEdge, tls_context
 from server.license_file import LicenseFileWatcher
 from server.limits import channel_options
 from server.loop import ServerLoop
-from server.metrics import Metrics
+from server.metrics import Metrics, MetricsServer
 from server.replicas import ReplicaSync
 from server.service import LicensingService, ServiceSettings
 from server.servicer import LicenseServicer
@@ -127,6 +134,11 @@ class RunningServer:
     @property
     def http_port(self) -> int | None:
         return self.http_edge.port if self.http_edge is not None else None
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics is served on; None when --metrics-listen is unset."""
+        return next((e.port for e in self.extras if isinstance(e, MetricsServer)), None)
 
     def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """NOT_SERVING first, then drain calls in progress for up to `grace` s; idempotent."""
@@ -287,6 +299,7 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
             replica_sync = ReplicaSync(service, store, health_service.ready)
             extras.append(replica_sync)
         watcher = None
+        metrics_server = None
         if config.license_file:
             watcher = LicenseFileWatcher(
                 service, store, config.license_file, config.license_poll_interval
@@ -297,12 +310,13 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
         if metrics is not None and config.metrics_listen:
             metrics.watch(service)
             try:
-                extras.append(metrics.serve(config.metrics_listen))
+                metrics_server = metrics.serve(config.metrics_listen)
             except OSError as error:
                 raise StartupError(
                     f"cannot serve metrics on {config.metrics_listen}: {error}"
                 ) from None
-            undo.callback(extras[-1].stop)
+            extras.append(metrics_server)
+            undo.callback(metrics_server.stop)
         servicer = LicenseServicer(service, server_loop.offload)
         licensing_pb2_grpc.add_LicenseServiceServicer_to_server(servicer, server)
         server_loop.run(server.start())
@@ -326,20 +340,21 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
     if watcher is not None:
         watcher.start()
     health_service.serving()
+    # the addresses actually bound: with port 0 the log is the only place to find them
     log.info(
-        "serving licensing.v1.LicenseService on %s (port %d, %s), deployment %s",
-        config.listen,
-        port,
+        "serving licensing.v1.LicenseService on %s (%s), deployment %s",
+        join_host_port(split_host_port(config.listen)[0], port),
         "TLS" if config.tls_cert else "plaintext",
         service.deployment.deployment_id,
     )
     if http_edge is not None:
         log.info(
-            "serving the Admin API on %s://%s (port %d): PUT and GET /api/license",
+            "serving the Admin API on %s://%s: PUT and GET /api/license",
             "https" if http_tls else "http",
-            config.http_listen,
-            http_edge.port,
+            http_edge.address,
         )
+    if metrics_server is not None:
+        log.info("serving Prometheus metrics on http://%s/metrics", metrics_server.address)
     return RunningServer(
         server_loop,
         server,

@@ -35,6 +35,7 @@ from google.rpc import status_pb2
 from licensing.v1 import licensing_pb2
 
 from server.auth import TokenCheck
+from server.config import join_host_port
 from server.console import console_routes
 from server.domain.refusal import Refused, quote
 from server.errors import failure_status, rich_status
@@ -205,6 +206,8 @@ class HttpEdge:
         self._last_json: tuple[Message, bytes] | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
+        # HOST:PORT as bound, for the log (port 0 was a free one)
+        self.address = ""
 
     def application(self) -> web.Application:
         middlewares = [self._answers_failures, self._authenticated]
@@ -236,7 +239,9 @@ class HttpEdge:
         except OSError:
             await self._runner.cleanup()
             raise
-        self.port = int(self._runner.addresses[0][1])
+        bound_host, bound_port = self._runner.addresses[0][:2]
+        self.port = int(bound_port)
+        self.address = join_host_port(str(bound_host), self.port)
         return self.port
 
     async def stop(self, grace: float) -> None:

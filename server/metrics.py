@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from server.config import split_host_port
+from server.config import join_host_port, split_host_port
 from server.domain.runtime import RuntimeState
 from server.service import LicensingService
 
@@ -91,6 +91,8 @@ class MetricsServer:
         self._httpd = httpd
         self._thread = thread
         self.port: int = httpd.server_port
+        # HOST:PORT as bound, for the log (port 0 was a free one)
+        self.address = join_host_port(str(httpd.server_address[0]), self.port)
 
     def stop(self) -> None:
         self._httpd.shutdown()
@@ -259,16 +261,11 @@ class StatusCollector(Collector):
             )
             license_info.add_metric([lic.serial_number, active.source.value], 1.0)
             yield license_info
+            # base units only: alerts compute days left as (this - time()) / 86400
             yield from gauge(
                 "licensing_license_expiry_timestamp_seconds",
                 "When the license in force ends (a trial: at most 90 days from deployment).",
                 ends_at,
-            )
-            yield from gauge(
-                "licensing_license_days_until_expiration",
-                "Whole days until the license in force ends, as GetStatus shows (0 on the last "
-                "day, negative after).",
-                status.days_until_expiration,
             )
             yield from gauge(
                 "licensing_license_max_dp_cores",

@@ -239,9 +239,11 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
                 system_time=timestamp(clock.system_time),
                 high_water_time=timestamp(clock.high_water_at),
                 moved_back=clock.moved_back,
-                last_backward_step=duration(clock.last_backward_step),
             ),
         )
+        # a clock that never moved back has no step: unset, not "0s"
+        if clock.moved_back:
+            response.clock.last_backward_step.CopyFrom(duration(clock.last_backward_step))
         if clock.last_backward_step_at is not None:
             response.clock.last_backward_step_time.CopyFrom(timestamp(clock.last_backward_step_at))
         if status.active is not None:

@@ -626,6 +626,25 @@ def test_moving_the_clock_back_never_extends_a_license(
     assert any(w.kind == pb.WARNING_KIND_CLOCK_MOVED_BACK for w in status.warnings)
 
 
+def test_the_last_backward_step_is_unset_until_the_clock_moves_back(
+    harness: Harness, vendor: Vendor
+) -> None:
+    status = harness.admin.status()
+    assert not status.clock.moved_back
+    assert not status.clock.HasField("last_backward_step")
+    assert not status.clock.HasField("last_backward_step_time")
+    as_json = MessageToDict(status, preserving_proto_field_name=True)
+    assert "last_backward_step" not in as_json["clock"]
+
+    harness.advance_to(START + DAY)
+    harness.clock.set(START + DAY - 90)
+    harness.service.tick()
+    status = harness.admin.status()
+    assert status.clock.moved_back
+    assert status.clock.last_backward_step.seconds == 90
+    assert status.clock.HasField("last_backward_step_time")
+
+
 def test_the_clock_high_water_mark_survives_a_restart(
     make_harness: Callable[..., Harness], vendor: Vendor
 ) -> None:

@@ -145,3 +145,29 @@ def test_the_server_process_logs_json_lines_and_its_configuration_with_secrets_r
     assert any("LICENSE_FILE_MISSING" in m for m in messages)
     assert any("applied from upload" in m for m in messages)
     assert any(m.startswith("write denied: create 'route'") for m in messages)
+
+
+def test_the_start_logs_the_real_address_of_every_listener(
+    make_harness: Callable[..., Harness], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="licensing")
+    # every listener on port 0: only the log (and RunningServer) can tell where it is
+    running = make_harness("--metrics-listen", "127.0.0.1:0").running
+    assert running.http_port and running.metrics_port
+    messages = [record.getMessage() for record in caplog.records]
+
+    def started(prefix: str) -> str:
+        [message] = [m for m in messages if m.startswith(prefix)]
+        return message
+
+    assert started("serving licensing.v1.LicenseService on ").startswith(
+        f"serving licensing.v1.LicenseService on 127.0.0.1:{running.port} (plaintext)"
+    )
+    assert started("serving the Admin API on ") == (
+        f"serving the Admin API on http://127.0.0.1:{running.http_port}: PUT and GET /api/license"
+    )
+    assert started("serving Prometheus metrics on ") == (
+        f"serving Prometheus metrics on http://127.0.0.1:{running.metrics_port}/metrics"
+    )
+    with urllib.request.urlopen(f"http://127.0.0.1:{running.metrics_port}/metrics", timeout=10):
+        pass
