@@ -12,7 +12,6 @@ reason code from the google.rpc.ErrorInfo in the status details.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from enum import IntEnum
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -20,6 +19,8 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+# one Operation for the client and the decision table; its values are the proto's
+from licensing.decision import Operation as Operation
 from licensing.v1 import licensing_pb2 as pb
 from licensing.v1 import licensing_pb2_grpc
 
@@ -27,13 +28,6 @@ DEFAULT_TARGET = "127.0.0.1:7443"
 DEFAULT_TIMEOUT = 10.0
 
 Response = TypeVar("Response")
-
-
-class Operation(IntEnum):
-    CREATE = pb.OPERATION_CREATE
-    UPDATE = pb.OPERATION_UPDATE
-    DELETE = pb.OPERATION_DELETE
-    READ = pb.OPERATION_READ
 
 
 class LicensingError(Exception):
