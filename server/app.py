@@ -34,6 +34,7 @@ from server.metrics import Metrics
 from server.service import LicensingService, ServiceSettings
 from server.servicer import LicenseServicer
 from server.store import Store, StoreError
+from server.watch import EnforcementFeed
 
 log = logging.getLogger("licensing")
 
@@ -114,6 +115,7 @@ class RunningServer:
     health: Health
     evaluator: Evaluator
     extras: list[Any]
+    feed: EnforcementFeed
     stopped: bool = field(default=False, init=False)
 
     def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
@@ -122,6 +124,8 @@ class RunningServer:
             return
         self.stopped = True
         self.health.enter_graceful_shutdown()
+        # watch streams never end by themselves: end them, so the drain waits for real calls only
+        self.server_loop.run(self.feed.close())
         self.server_loop.run(self.server.stop(grace))
         for extra in self.extras:
             extra.stop()
@@ -240,8 +244,13 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
                     f"cannot serve metrics on {config.metrics_listen}: {error}"
                 ) from None
             undo.callback(extras[-1].stop)
+        # watchers may hold half the concurrent calls, never all of them
+        feed = EnforcementFeed(
+            server_loop.loop, service.now, max_watchers=max(1, config.max_concurrent_rpcs // 2)
+        )
+        service.watch_enforcement(feed)
         licensing_pb2_grpc.add_LicenseServiceServicer_to_server(
-            LicenseServicer(service, server_loop.offload), server
+            LicenseServicer(service, server_loop.offload, feed), server
         )
         server_loop.run(server.start())
         undo.pop_all()
@@ -258,7 +267,7 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
         service.deployment.deployment_id,
     )
     return RunningServer(
-        server_loop, server, port, service, store, health_service, evaluator, extras
+        server_loop, server, port, service, store, health_service, evaluator, extras, feed
     )
 
 

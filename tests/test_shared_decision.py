@@ -61,7 +61,7 @@ def test_the_decision_table_needs_nothing_but_the_standard_library() -> None:
 
 
 def test_the_client_package_never_imports_the_server() -> None:
-    statement = "import licensing.client, licensing.cli, licensing.decision"
+    statement = "import licensing.client, licensing.cli, licensing.decision, licensing.snapshot"
     assert "server" not in modules_loaded_by(statement, refuse="server")
 
 

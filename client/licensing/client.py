@@ -60,6 +60,41 @@ def reason_of(error: grpc.RpcError) -> str:
     return LicensingError.from_rpc_error(error).reason
 
 
+class EnforcementStream:
+    """A WatchEnforcement stream: iterate for its messages; `cancel()` ends it from any thread.
+
+    Iterating raises LicensingError when the stream fails (the service went
+    away, a bad token, ...) and simply stops once cancelled.
+    """
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._cancelled = False
+
+    def __iter__(self) -> Iterator[pb.WatchEnforcementResponse]:
+        try:
+            yield from self._call
+        except grpc.RpcError as error:
+            if self._cancelled and error.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise LicensingError.from_rpc_error(error) from None
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._call.cancel()
+
+    def __enter__(self) -> EnforcementStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.cancel()
+
+
 class LicensingClient:
     def __init__(
         self,
@@ -70,14 +105,17 @@ class LicensingClient:
         root_certificates: bytes | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         channel: grpc.Channel | None = None,
+        options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         if channel is None:
             if tls:
                 channel = grpc.secure_channel(
-                    target, grpc.ssl_channel_credentials(root_certificates=root_certificates)
+                    target,
+                    grpc.ssl_channel_credentials(root_certificates=root_certificates),
+                    options=options,
                 )
             else:
-                channel = grpc.insecure_channel(target)
+                channel = grpc.insecure_channel(target, options=options)
         self._channel = channel
         self._stub = licensing_pb2_grpc.LicenseServiceStub(channel)
         self._metadata: Sequence[tuple[str, str]] = (
@@ -144,6 +182,13 @@ class LicensingClient:
             ),
             pb.CheckWriteResponse,
         )
+
+    def watch_enforcement(self) -> EnforcementStream:
+        """The decision table as the service streams it: a snapshot at once, then every change,
+        and a heartbeat while nothing changes. The stream has no deadline; cancel it to end it.
+        """
+        call = self._stub.WatchEnforcement(pb.WatchEnforcementRequest(), metadata=self._metadata)
+        return EnforcementStream(call)
 
     def usage_history(
         self, days: int = 0, *, include_peak_instances: bool = False, day: str = ""

@@ -45,6 +45,8 @@ class DecisionReason(StrEnum):
     LICENSE_EXPIRED = "LICENSE_EXPIRED"
     NO_LICENSE = "NO_LICENSE"
     FEATURE_NOT_LICENSED = "FEATURE_NOT_LICENSED"
+    # only a client deciding locally, from a snapshot older than its caller allows
+    STALE = "STALE"
 
 
 class WarningKind(StrEnum):
