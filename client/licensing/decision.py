@@ -181,6 +181,7 @@ class Enforcement:
     __slots__ = (
         "_after_grace",
         "_before_grace",
+        "_expiring",
         "_successor",
         "expiry_warning_days",
         "expiry_warning_starts_at",
@@ -216,6 +217,12 @@ class Enforcement:
         self._after_grace = (
             self._answers(grace_passed=True) if grace_ends_at is not None else self._before_grace
         )
+        # in the warning window: the answers of each day left (None: ended), before or after
+        # the grace end, made when first asked for; at most expiry_warning_days + 2 of each
+        self._expiring: dict[
+            tuple[int | None, bool],
+            tuple[tuple[StatusWarning, ...], dict[DecisionReason, Decision]],
+        ] = {}
         self.successor_at, self._successor = successor if successor else (math.inf, self)
 
     @property
@@ -325,10 +332,21 @@ class Enforcement:
         """The warnings every CheckWrite and GetStatus answer carries."""
         if now >= self.successor_at:
             return self._successor.warnings(now)
-        state_warnings = (self._before_grace if now < self.grace_ends_at else self._after_grace)[0]
         if now <= self.expiry_warning_starts_at:
-            return state_warnings
-        if now >= self.license_ends_at:
+            return (self._before_grace if now < self.grace_ends_at else self._after_grace)[0]
+        return self._expiry_answers(now)[0]
+
+    def _expiry_answers(
+        self, now: float
+    ) -> tuple[tuple[StatusWarning, ...], dict[DecisionReason, Decision]]:
+        """In the warning window: the warnings and the ready allowed Decisions at `now`."""
+        grace_passed = now >= self.grace_ends_at
+        ended = now >= self.license_ends_at
+        key = (None if ended else days_left(self.license_ends_at, now), grace_passed)
+        answers = self._expiring.get(key)
+        if answers is not None:
+            return answers
+        if ended:
             ending = StatusWarning(
                 WarningKind.LICENSE_EXPIRED,
                 f"license {self.serial_number} ended {iso_time(self.license_ends_at)}: "
@@ -342,7 +360,11 @@ class Enforcement:
                 f"license {self.serial_number} ends {iso_time(self.license_ends_at)}, "
                 f"in {left} day{'s' if left != 1 else ''}: plan the renewal",
             )
-        return (ending, *state_warnings)
+        state_warnings, allowed = self._after_grace if grace_passed else self._before_grace
+        warnings = (ending, *state_warnings)
+        answers = warnings, {r: replace(d, warnings=warnings) for r, d in allowed.items()}
+        self._expiring[key] = answers
+        return answers
 
     def decide(
         self, resource_type: str, operation: Operation, feature: str, now: float
@@ -391,12 +413,11 @@ class Enforcement:
             reason = DecisionReason.GRACE_PERIOD
         else:
             reason = DecisionReason.LICENSED
-        decision = (self._before_grace if now < self.grace_ends_at else self._after_grace)[1][
-            reason
-        ]
         if now <= self.expiry_warning_starts_at:
-            return decision
-        return replace(decision, warnings=self.warnings(now))
+            return (self._before_grace if now < self.grace_ends_at else self._after_grace)[1][
+                reason
+            ]
+        return self._expiry_answers(now)[1][reason]
 
     def _denied(self, reason: DecisionReason, message: str, now: float) -> Decision:
         return Decision(
