@@ -338,3 +338,17 @@ def test_a_decider_with_a_bad_token_says_why_it_has_no_snapshot(harness: Harness
         decider.check_write("route", Operation.CREATE)
     assert raised.value.code == grpc.StatusCode.UNAUTHENTICATED
     assert raised.value.reason == "INVALID_TOKEN"
+
+
+def test_a_stream_that_falls_silent_is_dropped_and_subscribed_again(
+    harness: Harness, decider_for: Callable[..., LocalDecider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed = harness.running.feed
+    feed.heartbeat_interval = 0.05
+    decider = decider_for()
+    in_step(decider, harness)
+    seen = decider.updates
+    # the service stops sending while its messages still promise a heartbeat every 0.05 s:
+    # a peer that hangs with the connection open
+    monkeypatch.setattr(feed, "_heartbeat_interval", 3600.0)
+    assert decider.wait_for_update(seen, ARRIVES_WITHIN)

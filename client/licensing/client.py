@@ -296,8 +296,6 @@ class _Table:
     responses: dict[int, tuple[Decision, pb.CheckWriteResponse]]
 
 
-# a heartbeat may be this late (network, a busy service) before the stream counts as dead
-SILENCE_ALLOWANCE = 5.0
 # this host's clock agrees with the service's when no more than this behind it (arithmetic on
 # two clocks' readings is not exact, and a millisecond decides nothing about a license)
 CLOCK_AGREEMENT = 0.001
@@ -308,6 +306,12 @@ OPERATIONS = {operation.value: operation for operation in Operation}
 WRITES = frozenset({Operation.CREATE, Operation.UPDATE})
 
 log = logging.getLogger("licensing.client")
+
+
+def silence_limit(heartbeat_interval: float) -> float:
+    """How long a stream may stay silent before it counts as dead: a heartbeat may be late by
+    as much again (a busy service, the network), and by at least a second."""
+    return heartbeat_interval + max(1.0, heartbeat_interval)
 
 
 class LocalDecider:
@@ -500,7 +504,7 @@ class LocalDecider:
         while not self._stop.is_set():
             # the first message is due at once; heartbeats come at most 15 s apart
             self._last_message_at = time.monotonic()
-            self._silence_limit = MAX_HEARTBEAT_INTERVAL + SILENCE_ALLOWANCE
+            self._silence_limit = silence_limit(MAX_HEARTBEAT_INTERVAL)
             stream = self._client.watch_enforcement()
             self._stream = stream
             if self._stop.is_set():
@@ -534,7 +538,7 @@ class LocalDecider:
     def _receive(self, message: pb.WatchEnforcementResponse) -> None:
         clock = self._clock
         self._last_message_at = time.monotonic()
-        self._silence_limit = message.heartbeat_interval.ToNanoseconds() / 1e9 + SILENCE_ALLOWANCE
+        self._silence_limit = silence_limit(message.heartbeat_interval.ToNanoseconds() / 1e9)
         previous = self._table
         snapshot = message.snapshot
         renewed = (
