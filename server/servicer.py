@@ -8,6 +8,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
+from licensing.decision import INVALID_OPERATION
 from licensing.snapshot import STATES, decision_proto, timestamp, warning_proto
 from licensing.v1 import licensing_pb2 as pb
 from licensing.v1 import licensing_pb2_grpc
@@ -265,13 +266,7 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
     ) -> pb.CheckWriteResponse:
         operation = OPERATIONS.get(request.operation)
         if operation is None:
-            await abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "INVALID_OPERATION",
-                "operation must be OPERATION_CREATE, OPERATION_UPDATE, OPERATION_DELETE or "
-                "OPERATION_READ",
-            )
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, *INVALID_OPERATION)
         decision = self._service.check_write(request.resource_type, operation, request.feature)
         # most answers are one of a few ready Decisions: reuse their built responses
         cached = self._decisions.get(id(decision))

@@ -27,13 +27,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from licensing.clock import Clock, SystemClock
 from licensing.decision import (
+    INVALID_OPERATION,
     LICENSE_RESOURCE,
     MAX_FEATURE_CHARS,
     MAX_RESOURCE_TYPE_CHARS,
@@ -260,24 +262,6 @@ class StalePolicy(StrEnum):
     CLOSED = "closed"
 
 
-class Clock(Protocol):
-    def now(self) -> float:
-        """Seconds since the Unix epoch (the wall clock)."""
-        ...
-
-    def monotonic(self) -> float:
-        """Seconds from an arbitrary origin that never step."""
-        ...
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.time()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-
 class SnapshotUnavailable(LicensingError):
     """No snapshot arrived within the first-snapshot timeout: nothing to decide from yet."""
 
@@ -404,12 +388,7 @@ class LocalDecider:
             now = table.service_time + since
         op = OPERATIONS.get(operation)
         if op is None:
-            raise LicensingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "INVALID_OPERATION",
-                "operation must be OPERATION_CREATE, OPERATION_UPDATE, OPERATION_DELETE or "
-                "OPERATION_READ",
-            )
+            raise LicensingError(grpc.StatusCode.INVALID_ARGUMENT, *INVALID_OPERATION)
         if not 0 < len(resource_type) <= MAX_RESOURCE_TYPE_CHARS or (
             len(feature) > MAX_FEATURE_CHARS
         ):

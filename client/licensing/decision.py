@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Protocol
 
-SECONDS_PER_DAY = 86_400.0
+from licensing.clock import SECONDS_PER_DAY
+
 LICENSE_RESOURCE = "license"
 MAX_RESOURCE_TYPE_CHARS = 128
 MAX_FEATURE_CHARS = 128
@@ -141,6 +142,13 @@ def quote(value: object, limit: int = 40) -> str:
     except RecursionError:  # a JSON value nested nearly as deep as the parser allows
         return f"a deeply nested {type(value).__name__}"
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+# what a write check that names no known operation is told
+INVALID_OPERATION = (
+    "INVALID_OPERATION",
+    "operation must be OPERATION_CREATE, OPERATION_UPDATE, OPERATION_DELETE or OPERATION_READ",
+)
 
 
 def request_problem(resource_type: str, feature: str) -> tuple[str, str] | None:
