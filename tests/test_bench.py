@@ -9,13 +9,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_benchmark_runs_and_writes_the_table(tmp_path: Path) -> None:
-    output = tmp_path / "benchmarks.md"
+def quick_report(output: Path, *args: str) -> str:
+    """Run `python -m scripts.bench ARGS --quick`; the markdown it wrote."""
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "scripts.bench",
+            *args,
             "--quick",
             # a busy test machine must not stall the smoke run
             "--wait-idle",
@@ -30,7 +31,11 @@ def test_quick_benchmark_runs_and_writes_the_table(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    report = output.read_text()
+    return output.read_text()
+
+
+def test_quick_benchmark_runs_and_writes_the_table(tmp_path: Path) -> None:
+    report = quick_report(tmp_path / "benchmarks.md")
     for heading in (
         "## Hot paths against the grpc.aio no-op ceiling",
         "## Open loop: gateways reporting on a fixed schedule",
@@ -44,35 +49,11 @@ def test_quick_benchmark_runs_and_writes_the_table(tmp_path: Path) -> None:
 
 
 def test_quick_watch_benchmark_runs_and_writes_the_table(tmp_path: Path) -> None:
-    output = tmp_path / "benchmarks-watch.md"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scripts.bench",
-            "watch",
-            "--quick",
-            "--wait-idle",
-            "0",
-            "--watchers",
-            "20",
-            "--changes",
-            "5",
-            "--local-calls",
-            "1000",
-            "--grpc-calls",
-            "50",
-            "--output",
-            str(output),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    report = quick_report(
+        tmp_path / "benchmarks-watch.md",
+        "watch",
+        *("--watchers", "20", "--changes", "5", "--local-calls", "1000", "--grpc-calls", "50"),
     )
-    assert done.returncode == 0, done.stderr[-4000:]
-    report = output.read_text()
     for heading in (
         "## Local decision against the round trip",
         "## Propagation: an Upload until a subscriber decides with it",

@@ -35,7 +35,15 @@ from typing import Any
 
 from licensing.client import LicensingClient, LocalDecider, Operation
 
-from .common import DAY, DEPLOYMENT_ID, ENTRY, KEY_ID, OURS, ROOT, TOKEN_ENV, percentile, revision
+from .common import (
+    ENTRY,
+    OURS,
+    ROOT,
+    TOKEN_ENV,
+    percentile,
+    revision,
+    sign_bench_license,
+)
 from .runner import Bench, RunResult
 
 DEFAULT_WATCH_OUTPUT = Path("docs") / "benchmarks-watch.md"
@@ -169,25 +177,8 @@ def wait_until_decided_with(
 
 def alternating_licenses(key_dir: Path, changes: int) -> tuple[list[str], list[str]]:
     """Two licenses signed with the bench key, to upload one after the other."""
-    from server.domain.license import issue_license, load_private_key
-
-    key = load_private_key((key_dir / f"{KEY_ID}.private.pem").read_bytes())
     now = time.time()
-    texts = {
-        serial: issue_license(
-            key,
-            KEY_ID,
-            serial_number=serial,
-            customer="Benchmark Corp",
-            effective_at=now - DAY,
-            expires_at=now + 365 * DAY,
-            max_dp_cores=1_000_000,
-            features=["api7-gateway"],
-            deployment_id=DEPLOYMENT_ID,
-            free_trial=False,
-        )
-        for serial in ("BENCH-A", "BENCH-B")
-    }
+    texts = {serial: sign_bench_license(key_dir, now, serial) for serial in ("BENCH-A", "BENCH-B")}
     serials = ["BENCH-A" if n % 2 == 0 else "BENCH-B" for n in range(changes)]
     return [texts[s] for s in serials], serials
 
