@@ -1302,6 +1302,10 @@ Global___ListPeakInstancesResponse: _TypeAlias = ListPeakInstancesResponse  # no
 
 @_typing.final
 class WatchEnforcementRequest(_message.Message):
+    """WatchEnforcementRequest asks for nothing in particular: every watcher
+    receives the whole decision table.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
