@@ -102,6 +102,7 @@ class WatchResults:
     upload: Timings = field(default_factory=Timings)
     rounds: list[Round] = field(default_factory=list)
     holder: dict[str, Any] = field(default_factory=dict)
+    busy_waits: int = 0
 
 
 def measure_local(decider: LocalDecider, calls: int) -> tuple[dict[str, Timings], float, float]:
@@ -275,6 +276,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> WatchResults:
                 results.rounds.append(
                     measure_round(bench, target, args.watchers, concurrency, round_number)
                 )
+        results.busy_waits = bench.busy_waits
     finally:
         if holder is not None:
             holder.process.kill()
@@ -372,11 +374,14 @@ def render(results: WatchResults, args: argparse.Namespace, argv: Sequence[str])
         f"CheckWrite load (the main benchmark's generator, {args.duration:g} s after "
         f"{args.warmup:g} s warm-up) without watchers, with {args.watchers:,} idle watch "
         "streams held open, and without again (the A/A noise floor); the order is reversed "
-        "every other round. Ratios are against the run without watchers of the same round.",
+        "every other round. Ratios are against the run without watchers of the same round. "
+        "Other load is the most CPUs' worth of time processes outside the benchmark used "
+        "during a run of the round (above ~0.1 the round was disturbed); "
+        f"{results.busy_waits} runs started after waiting {args.wait_idle:g} s for quiet in vain.",
         "",
         "| conc. | round | without rps | with rps | with / without rps | A/A rps | "
-        "with / without p99 | A/A p99 |",
-        "|---|---|---|---|---|---|---|---|",
+        "with / without p99 | A/A p99 | other load |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for n, measured in enumerate(results.rounds):
         lines.append(
@@ -384,7 +389,8 @@ def render(results: WatchResults, args: argparse.Namespace, argv: Sequence[str])
             f"{measured.runs['without'].rps:,.0f} | {measured.runs['with'].rps:,.0f} | "
             f"{measured.ratio('rps', 'with'):.3f} | {measured.ratio('rps', 'without-again'):.3f} | "
             f"{measured.ratio('p99_ms', 'with'):.2f} | "
-            f"{measured.ratio('p99_ms', 'without-again'):.2f} |"
+            f"{measured.ratio('p99_ms', 'without-again'):.2f} | "
+            f"{max(r.other_load for r in measured.runs.values()):.2f} |"
         )
     alone = results.propagation["no other watcher"]
     crowded_name, crowded = list(results.propagation.items())[-1]
