@@ -47,6 +47,7 @@ from server.service import LicensingService, ServiceSettings
 from server.servicer import LicenseServicer
 from server.storage import Storage, StoreError
 from server.store import Store
+from server.watch import EnforcementFeed
 
 log = logging.getLogger("licensing")
 
@@ -127,6 +128,7 @@ class RunningServer:
     health: Health
     evaluator: Evaluator
     extras: list[Any]
+    feed: EnforcementFeed
     stopped: bool = field(default=False, init=False)
     # the Admin API over HTTP(S); None when --http-listen is empty
     http_edge: HttpEdge | None = None
@@ -146,6 +148,8 @@ class RunningServer:
             return
         self.stopped = True
         self.health.enter_graceful_shutdown()
+        # watch streams never end by themselves: end them, so the drain waits for real calls only
+        self.server_loop.run(self.feed.close())
         self.server_loop.run(self._drain(grace))
         for extra in self.extras:
             extra.stop()
@@ -317,7 +321,12 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
                 ) from None
             extras.append(metrics_server)
             undo.callback(metrics_server.stop)
-        servicer = LicenseServicer(service, server_loop.offload)
+        # watchers may hold half the concurrent calls, never all of them
+        feed = EnforcementFeed(
+            server_loop.loop, service.now, max_watchers=max(1, config.max_concurrent_rpcs // 2)
+        )
+        service.watch_enforcement(feed)
+        servicer = LicenseServicer(service, server_loop.offload, feed)
         licensing_pb2_grpc.add_LicenseServiceServicer_to_server(servicer, server)
         server_loop.run(server.start())
         http_edge = None
@@ -364,6 +373,7 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
         health_service,
         evaluator,
         extras,
+        feed,
         http_edge=http_edge,
     )
 

@@ -33,6 +33,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     SERVICE + "CheckWrite": frozenset({Role.ADMIN, Role.CONTROL_PLANE}),
     SERVICE + "GetUsageHistory": frozenset({Role.ADMIN, Role.CONTROL_PLANE}),
     SERVICE + "ListPeakInstances": frozenset({Role.ADMIN, Role.CONTROL_PLANE}),
+    SERVICE + "WatchEnforcement": frozenset({Role.ADMIN, Role.CONTROL_PLANE, Role.GATEWAY}),
 }
 
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -332,6 +332,18 @@ class _ClockWatch:
     persisted_high_water: float = 0.0
 
 
+class EnforcementListener(Protocol):
+    """Told of every new decision snapshot and of time moving on (WatchEnforcement's feed).
+
+    Called with the service's lock held, from the thread that made the change:
+    it must not block.
+    """
+
+    def enforcement_replaced(self, enforcement: Enforcement, now: float) -> None: ...
+
+    def time_passed(self, now: float) -> None: ...
+
+
 @dataclass(frozen=True)
 class _Plan:
     """What applying a verified license would do now: the one answer Upload and Validate share."""
@@ -364,6 +376,7 @@ class LicensingService:
         self._time = ServiceTime(clock, shared.high_water_at)
         self._clock_watch.persisted_high_water = shared.high_water_at
         self._meter = UsageMeter(store, settings.instance_ttl)
+        self._listeners: list[EnforcementListener] = []
         self._take_shared(shared)
         self.now()
 
@@ -381,8 +394,8 @@ class LicensingService:
         self._last_state_change = StateChange.from_row(change) if change else None
         self._active = self._load_license("active", shared.active)
         self._pending = self._load_license("pending", shared.pending)
-        self._enforcement = self._build_enforcement()
-        self._status_version += 1
+        # watchers learn of a change another replica made as of one made here
+        self._replace_enforcement(self.now())
 
     def reload(self) -> None:
         """Read the shared state afresh: another replica changed it."""
@@ -475,9 +488,15 @@ class LicensingService:
             self._save_time(self.now())
 
     def seconds_until_due(self) -> float:
-        """How long until time next brings a change: a midnight or a pending license's takeover."""
+        """How long until time next brings a change: a midnight, a pending license's takeover,
+        or an instant at which the decision changes by itself (watchers are told of it)."""
+        now = self.now()
         with self._lock:
-            due = min(self._next_window().ends_at, self._next_takeover_at())
+            due = min(
+                self._next_window().ends_at,
+                self._next_takeover_at(),
+                self._enforcement.next_change_after(now),
+            )
         return max(0.0, due - self.now())
 
     # --- the snapshot the hot path reads -----------------------------------------------
@@ -498,6 +517,20 @@ class LicensingService:
         return Enforcement(
             lic, lic.ends_at(self.deployment) if lic else None, self._standing, days, successor
         )
+
+    def watch_enforcement(self, listener: EnforcementListener) -> None:
+        """Tell `listener` of the snapshot in force now, and of every one after it."""
+        with self._lock:
+            self._listeners.append(listener)
+            listener.enforcement_replaced(self._enforcement, self.now())
+
+    def _replace_enforcement(self, at: float) -> None:
+        """The one place the snapshot is replaced once the service runs; `at` is the moment
+        of the change (a midnight or a takeover replayed after downtime lies in the past)."""
+        self._enforcement = enforcement = self._build_enforcement()
+        self._status_version += 1
+        for listener in self._listeners:
+            listener.enforcement_replaced(enforcement, at)
 
     def _next_takeover_at(self) -> float:
         return self._pending.license.effective_at if self._pending else float("inf")
@@ -527,8 +560,7 @@ class LicensingService:
                     incoming.row(), now, now, expected_revision=self._revision
                 )
                 self._pending = incoming
-                self._enforcement = self._build_enforcement()
-                self._status_version += 1
+                self._replace_enforcement(now)
                 log.info(
                     "license %s (%s) accepted as pending from %s: it takes over %s",
                     lic.serial_number,
@@ -584,7 +616,7 @@ class LicensingService:
             previous.license.serial_number if previous else "none",
             cause,
         )
-        self._set_standing(after, change)
+        self._set_standing(after, change, at)
 
     def _reevaluated(self, lic: License, at: float) -> Standing:
         """The last evaluated day's peak judged against `lic`, the change standing for midnight."""
@@ -609,7 +641,7 @@ class LicensingService:
             return None
         return StateChange(at, before.state, after.state, after.grace_ends_at, cause)
 
-    def _set_standing(self, after: Standing, change: StateChange | None) -> None:
+    def _set_standing(self, after: Standing, change: StateChange | None, at: float) -> None:
         if change is not None:
             log.warning(
                 "runtime state %s -> %s%s: %s",
@@ -620,8 +652,7 @@ class LicensingService:
             )
             self._last_state_change = change
         self._standing = after
-        self._enforcement = self._build_enforcement()
-        self._status_version += 1
+        self._replace_enforcement(at)
 
     def _take_over(self, at: float) -> None:
         pending = self._pending
@@ -845,6 +876,8 @@ class LicensingService:
         now = self.now()
         with self._lock:
             self._catch_up(now)
+            for listener in self._listeners:
+                listener.time_passed(now)
             if now - self._clock_watch.persisted_high_water >= 1.0 or self._time.closed_spans:
                 self._save_time(now)
         self._meter.expire(now)
@@ -946,7 +979,7 @@ class LicensingService:
             before.state.value,
             after.state.value,
         )
-        self._set_standing(after, change)
+        self._set_standing(after, change, midnight)
         retention = self._settings.usage_retention_days * SECONDS_PER_DAY
         self._store.prune_usage(start - retention, self._meter.ttl)
 

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
+from licensing.decision import INVALID_OPERATION
+from licensing.snapshot import STATES, decision_proto, timestamp, warning_proto
 from licensing.v1 import licensing_pb2 as pb
 from licensing.v1 import licensing_pb2_grpc
 
-from server.domain.decision import (
-    Decision,
-    DecisionReason,
-    Operation,
-    StatusWarning,
-    WarningKind,
-)
+from server.domain.decision import Decision, Operation
 from server.domain.license import Deployment, License
-from server.domain.runtime import RuntimeState
 from server.domain.usage import DEFAULT_HISTORY_DAYS, check_history_request
-from server.errors import abort, answers_failures
+from server.errors import abort, abort_with, answers_failures, failure_status
 from server.group_commit import GroupCommit
 from server.paging import requested_page
 from server.service import (
@@ -33,33 +27,22 @@ from server.service import (
     StateChange,
     Status,
 )
+from server.watch import EnforcementFeed, TooManyWatchers
 
 DECISION_CACHE_SIZE = 64
 
 T = TypeVar("T")
 
-STATES = {
-    RuntimeState.NORMAL: pb.RUNTIME_STATE_NORMAL,
-    RuntimeState.DP_CORE_EXCEEDED: pb.RUNTIME_STATE_DP_CORE_EXCEEDED,
-    RuntimeState.RESTRICTED: pb.RUNTIME_STATE_RESTRICTED,
-}
 SOURCES = {
     LicenseSource.UPLOAD: pb.LICENSE_SOURCE_UPLOAD,
     LicenseSource.FILE: pb.LICENSE_SOURCE_FILE,
 }
-REASONS = {r: pb.DecisionReason.Value("DECISION_REASON_" + r.value) for r in DecisionReason}
-WARNING_KINDS = {k: pb.WarningKind.Value("WARNING_KIND_" + k.value) for k in WarningKind}
 OPERATIONS = {
     pb.OPERATION_CREATE: Operation.CREATE,
     pb.OPERATION_UPDATE: Operation.UPDATE,
     pb.OPERATION_DELETE: Operation.DELETE,
     pb.OPERATION_READ: Operation.READ,
 }
-
-
-def timestamp(when: float) -> Timestamp:
-    seconds = int(when // 1)
-    return Timestamp(seconds=seconds, nanos=round((when - seconds) * 1e9) % 1_000_000_000)
 
 
 def duration(seconds: float) -> Duration:
@@ -80,10 +63,6 @@ def license_proto(lic: License, deployment: Deployment) -> pb.License:
         end_time=timestamp(lic.ends_at(deployment)),
         key_id=lic.key_id,
     )
-
-
-def warning_proto(warning: StatusWarning) -> pb.Warning:
-    return pb.Warning(kind=WARNING_KINDS[warning.kind], message=warning.message)
 
 
 def day_proto(record: DayRecord, with_instances: bool) -> pb.DayUsage:
@@ -155,10 +134,11 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
     whatever touches the database or verifies a signature is offloaded.
     """
 
-    def __init__(self, service: LicensingService, offload: Offload) -> None:
+    def __init__(self, service: LicensingService, offload: Offload, feed: EnforcementFeed) -> None:
         self._service = service
         self._offload = offload
         self._group_commit = GroupCommit(service.commit_usage, offload)
+        self._feed = feed
         self._deployment = service.deployment
         self._decisions: dict[int, tuple[Decision, pb.CheckWriteResponse]] = {}
         self._last_status: tuple[Status, pb.GetStatusResponse] | None = None
@@ -293,26 +273,13 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
     ) -> pb.CheckWriteResponse:
         operation = OPERATIONS.get(request.operation)
         if operation is None:
-            await abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "INVALID_OPERATION",
-                "operation must be OPERATION_CREATE, OPERATION_UPDATE, OPERATION_DELETE or "
-                "OPERATION_READ",
-            )
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, *INVALID_OPERATION)
         decision = self._service.check_write(request.resource_type, operation, request.feature)
         # most answers are one of a few ready Decisions: reuse their built responses
         cached = self._decisions.get(id(decision))
         if cached is not None and cached[0] is decision:
             return cached[1]
-        response = pb.CheckWriteResponse(
-            allowed=decision.allowed,
-            reason=REASONS[decision.reason],
-            message=decision.message,
-            state=STATES[decision.state],
-            license_serial_number=decision.serial_number,
-            warnings=[warning_proto(w) for w in decision.warnings],
-        )
+        response = decision_proto(decision)
         if len(self._decisions) >= DECISION_CACHE_SIZE:
             self._decisions.clear()
         self._decisions[id(decision)] = (decision, response)
@@ -362,3 +329,24 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
             next_page_token=page.next_token(found.total),
             total_size=found.total,
         )
+
+    async def WatchEnforcement(
+        self, request: pb.WatchEnforcementRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchEnforcementResponse]:
+        try:
+            watcher = self._feed.subscribe()
+        except TooManyWatchers as refusal:
+            await abort(
+                context, grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_WATCHERS", str(refusal)
+            )
+        # a watcher that reads slowly waits in the send; changes meanwhile only update what
+        # it owes, so it never holds more than one message
+        with watcher:
+            while True:
+                try:
+                    message = await watcher.next_message()
+                except Exception as error:
+                    await abort_with(context, failure_status(error, "WatchEnforcement"))
+                if message is None:
+                    return
+                yield message

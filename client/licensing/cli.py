@@ -7,6 +7,9 @@
                                       each day's peak against the quota (and the instances
                                       that made it up: all of them with --day, the first
                                       1,000 a day otherwise), and the recent state changes
+    licensectl watch [--heartbeats]   each change of the decision table as it happens (a
+                                      license applied or taking over, a state change, an
+                                      instant passing), until Ctrl-C
 
 Options (before or after the command):
     --server HOST:PORT   default $LICENSING_SERVER, else 127.0.0.1:7443
@@ -14,7 +17,7 @@ Options (before or after the command):
     --tls, --ca-cert PATH, --timeout SECONDS
     --json               the whole response as JSON (protobuf JSON mapping, proto field
                          names, fields with default values included); nothing on stdout
-                         when the call fails
+                         when the call fails. `watch` prints one JSON object a line
 
 Output is for a person by default: times in ISO 8601 UTC, runtime states by
 their names (NORMAL, DP_CORE_EXCEEDED, RESTRICTED). Errors go to stderr as
@@ -23,13 +26,14 @@ example BAD_SIGNATURE or ROLE_NOT_ALLOWED), or the gRPC status code when the
 server sent none (for example UNAVAILABLE).
 
 Exit codes:
-    0  success
+    0  success; for `watch`, stopped by Ctrl-C or by its reader closing the pipe
     1  the license was rejected (upload), or the validate verdict is invalid
        (the verdict is still printed)
     2  usage error: bad arguments, a FILE or CA certificate that cannot be read,
        or a request the server refused as invalid
     3  the call failed: cannot connect, timed out, TLS failure, missing or
-       invalid token, a role that may not call the command, or a server error
+       invalid token, a role that may not call the command, or a server error;
+       for `watch`, also the server ending the stream (it shut down)
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from licensing.client import DEFAULT_TARGET, DEFAULT_TIMEOUT, LicensingClient, LicensingError
+from licensing.decision import Operation
+from licensing.snapshot import InvalidSnapshot, enforcement_from_proto, instant
 from licensing.v1 import licensing_pb2 as pb
 
 EXIT_OK = 0
@@ -412,6 +418,47 @@ def render_usage(
     return lines
 
 
+def watch_event_name(event: int) -> str:
+    return _enum_name(pb.WatchEnforcementEvent.Name, event, "WATCH_ENFORCEMENT_EVENT_")
+
+
+def license_terms_text(terms: pb.LicenseTerms) -> str:
+    return (
+        f"license {terms.serial_number}, {plural(terms.max_dp_cores, 'core')}, features "
+        f"{features_text(terms.features)}, ends {iso_time(terms.end_time)}"
+    )
+
+
+def render_watch(message: pb.WatchEnforcementResponse) -> list[str]:
+    """One change of the decision table: what it is, and what creating a resource gets now."""
+    snapshot = message.snapshot
+    head = (
+        f"{iso_time(message.send_time)}  {watch_event_name(message.event):<11}  v{snapshot.version}"
+    )
+    if message.event == pb.WATCH_ENFORCEMENT_EVENT_HEARTBEAT:
+        return [head]
+    terms = license_terms_text(snapshot.license) if snapshot.HasField("license") else "no license"
+    try:
+        rules = enforcement_from_proto(snapshot)
+    except InvalidSnapshot as problem:
+        return [f"{head}  {terms}; {state_name(snapshot.state)} (cannot decide: {problem})"]
+    now = instant(message.send_time)
+    decision = rules.decide("resource", Operation.CREATE, "", now)
+    verdict = "allowed" if decision.allowed else "DENIED"
+    lines = [
+        f"{head}  {terms}; {state_name(snapshot.state)}: creates and updates {verdict} "
+        f"({decision.reason.value})"
+    ]
+    lines += [f"    warning: {w.message}" for w in rules.warnings(now)]
+    if snapshot.HasField("successor"):
+        after = snapshot.successor
+        lines.append(
+            f"    pending: {license_terms_text(after.license)}; takes over "
+            f"{iso_time(snapshot.takeover_time)}, then {state_name(after.state)}"
+        )
+    return lines
+
+
 def peak_instance_lines(day: pb.DayUsage) -> list[str]:
     if not day.HasField("peak_time"):
         return ["    no usage reported"]
@@ -547,6 +594,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also list the instances that made up each day's peak: every one of them with "
         "--day (fetched a page at a time), else at most 1,000 a day",
     )
+    watch = command(
+        "watch",
+        "print each change of the decision table as it happens, until Ctrl-C (admin, "
+        "control-plane or gateway token)",
+    )
+    watch.add_argument(
+        "--heartbeats", action="store_true", help="print the stream's heartbeats too"
+    )
     return parser
 
 
@@ -618,12 +673,45 @@ def failure(error: LicensingError, args: argparse.Namespace) -> tuple[str, int]:
     return line, EXIT_CALL_FAILED
 
 
+def watch(args: argparse.Namespace, client: LicensingClient) -> int:
+    """Print the stream as it comes, a line (or a few) per change, flushed at once."""
+    stream = client.watch_enforcement()
+    try:
+        for message in stream:
+            if message.event == pb.WATCH_ENFORCEMENT_EVENT_HEARTBEAT and not args.heartbeats:
+                continue
+            if args.json:
+                print(
+                    json_format.MessageToJson(
+                        message,
+                        preserving_proto_field_name=True,
+                        always_print_fields_with_no_presence=True,
+                        indent=None,
+                    ),
+                    flush=True,
+                )
+            else:
+                print("\n".join(render_watch(message)), flush=True)
+    except KeyboardInterrupt:
+        stream.cancel()
+        return EXIT_OK
+    except BrokenPipeError:
+        stream.cancel()
+        # whoever read the output is gone: say nothing more, not even at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    print("licensectl: the server ended the stream (it is shutting down)", file=sys.stderr)
+    return EXIT_CALL_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         # an unreadable file is reported before anything is sent
         license_text = read_license(args.file) if "file" in args else ""
         with connect(args) as client:
+            if args.command == "watch":
+                return watch(args, client)
             response, lines, code = run(args, client, license_text)
     except UsageError as error:
         print(f"licensectl: {error}", file=sys.stderr)

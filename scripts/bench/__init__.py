@@ -2,6 +2,7 @@
 
     python -m scripts.bench                 # full run (~15 min), writes docs/benchmarks.md
     python -m scripts.bench --quick         # ~40 s smoke run at concurrency 1, prints only
+    python -m scripts.bench watch           # decisions pushed to the control plane
     python -m scripts.bench --help
 
 One file per job:
@@ -18,7 +19,10 @@ One file per job:
 * `offline`: the nightly evaluation of 10,000 instances and the storage per
   instance-day, each in a process of its own;
 * `report`: the markdown with the method, the figures and the targets;
+* `watch`: the WatchEnforcement run (`python -m scripts.bench watch`):
+  LocalDecider against the gRPC round trip, propagation of an Upload to a
+  subscriber, CheckWrite with many idle watchers; `watchers` holds those;
 * `cli`: the command line and the internal subcommands (`noop-server`,
-  `load`, `load-http`, `open-loop`, `nightly-fill`, `nightly-eval`, `storage`) that the
-  runner spawns.
+  `load`, `load-http`, `open-loop`, `nightly-fill`, `nightly-eval`, `storage`,
+  `hold-watchers`) that the runner spawns.
 """

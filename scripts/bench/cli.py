@@ -19,6 +19,9 @@ from .offline import cmd_nightly_eval, cmd_nightly_fill, cmd_storage
 from .replicas import DEFAULT_POSTGRES_OUTPUT, cmd_postgres
 from .report import Report
 from .runner import Bench
+from .watch import add_arguments as add_watch_arguments
+from .watch import cmd_watch
+from .watchers import cmd_hold_watchers
 
 
 def parser() -> argparse.ArgumentParser:
@@ -154,6 +157,15 @@ def parser() -> argparse.ArgumentParser:
     open_loop.add_argument("--duration", type=float, default=30.0)
     open_loop.add_argument("--channels", type=int, default=8)
     open_loop.add_argument("--server-pid", type=int, default=0, help="process whose CPU to read")
+    watch = commands.add_parser(
+        "watch",
+        help="the decision table pushed to the control plane: local decisions against the "
+        "round trip, propagation, CheckWrite with idle watchers; writes docs/benchmarks-watch.md",
+    )
+    add_watch_arguments(watch)
+    holders = commands.add_parser("hold-watchers", help="hold idle watch streams (the watch run)")
+    holders.add_argument("--target", required=True)
+    holders.add_argument("--count", type=int, default=1_000)
     for name in ("nightly-fill", "nightly-eval", "storage"):
         sub = commands.add_parser(name, help=f"{name} measurement (a subprocess of the run)")
         sub.add_argument("--data-dir", required=True)
@@ -197,9 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "nightly-fill": cmd_nightly_fill,
         "nightly-eval": cmd_nightly_eval,
         "storage": cmd_storage,
+        "hold-watchers": cmd_hold_watchers,
     }
     if args.command == "postgres":
         return cmd_postgres(args, argv)
+    if args.command == "watch":
+        with _terminate_on_signal():
+            return cmd_watch(args, argv)
     if args.command is not None:
         return subcommands[args.command](args)
     if args.quick:

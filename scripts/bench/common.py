@@ -77,12 +77,18 @@ def bench_license(key_dir: Path, around: float, serial_number: str) -> tuple[str
 
     Returns the license text and the public key's path (trust it as KEY_ID).
     """
-    from server.domain.license import issue_license, load_private_key
     from server.vendor import keygen
 
-    private_path, public_path = keygen(KEY_ID, key_dir)
-    text = issue_license(
-        load_private_key(private_path.read_bytes()),
+    _, public_path = keygen(KEY_ID, key_dir)
+    return sign_bench_license(key_dir, around, serial_number), public_path
+
+
+def sign_bench_license(key_dir: Path, around: float, serial_number: str) -> str:
+    """Another license like bench_license's, signed with the key pair it made in `key_dir`."""
+    from server.domain.license import issue_license, load_private_key
+
+    return issue_license(
+        load_private_key((key_dir / f"{KEY_ID}.private.pem").read_bytes()),
         KEY_ID,
         serial_number=serial_number,
         customer="Benchmark Corp",
@@ -93,7 +99,6 @@ def bench_license(key_dir: Path, around: float, serial_number: str) -> tuple[str
         deployment_id=DEPLOYMENT_ID,
         free_trial=False,
     )
-    return text, public_path
 
 
 def revision() -> str:

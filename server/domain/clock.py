@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
-from typing import Protocol
 
-SECONDS_PER_DAY = 86_400.0
+# the clocks and the day are shared with the client package, which decides with them too
+from licensing.clock import SECONDS_PER_DAY as SECONDS_PER_DAY
+from licensing.clock import Clock as Clock
+from licensing.clock import SystemClock as SystemClock
+
 # Differences of up to this between the wall clock and service time are not a clock step.
 CLOCK_STEP_TOLERANCE = 1.0
-
-
-class Clock(Protocol):
-    def now(self) -> float:
-        """Seconds since the Unix epoch: the wall clock, which an operator or NTP may step."""
-        ...
-
-    def monotonic(self) -> float:
-        """Seconds from an arbitrary origin that never step: how much time really passed."""
-        ...
-
-
-class SystemClock:
-    """The machine's clocks."""
-
-    def now(self) -> float:
-        return time.time()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
 
 class ManualClock:

@@ -26,7 +26,6 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -34,6 +33,9 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from jwt.utils import base64url_decode
+
+# how every message writes an instant; the server's modules name it here
+from licensing.decision import iso_time as iso_time
 
 from server.domain.clock import SECONDS_PER_DAY
 from server.domain.refusal import Refused, quote
@@ -312,10 +314,6 @@ def _time_claim(claims: dict[str, Any], name: str) -> float:
     if not 0 <= value < 253402300800:  # years 1970 to 9999: what a Timestamp can carry
         raise _claim_error(name, "a time between 1970 and 9999")
     return float(value)
-
-
-def iso_time(when: float) -> str:
-    return datetime.fromtimestamp(when, UTC).isoformat().replace("+00:00", "Z")
 
 
 # --- the vendor's side -------------------------------------------------------

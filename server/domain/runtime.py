@@ -11,36 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from enum import StrEnum
 from zoneinfo import ZoneInfo
+
+# the state and its record are shared with the decision table, which the client package owns
+from licensing.decision import NORMAL as NORMAL
+from licensing.decision import RuntimeState as RuntimeState
+from licensing.decision import Standing as Standing
 
 GRACE_DAYS = 7
 # By default a day is observed when the service ran for at least half of it.
 OBSERVED_SHARE = 0.5
-
-
-class RuntimeState(StrEnum):
-    NORMAL = "NORMAL"
-    DP_CORE_EXCEEDED = "DP_CORE_EXCEEDED"
-    RESTRICTED = "RESTRICTED"
-
-
-@dataclass(frozen=True)
-class Standing:
-    """The runtime state and the open overage episode's grace end (None: no episode open)."""
-
-    state: RuntimeState
-    episode_grace_ends_at: float | None = None
-
-    @property
-    def grace_ends_at(self) -> float | None:
-        """When the grace period ends, shown while DP_CORE_EXCEEDED."""
-        if self.state is RuntimeState.DP_CORE_EXCEEDED:
-            return self.episode_grace_ends_at
-        return None
-
-
-NORMAL = Standing(RuntimeState.NORMAL)
 
 
 @dataclass(frozen=True)

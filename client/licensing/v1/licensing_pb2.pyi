@@ -116,6 +116,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INTERNAL: an unexpected failure inside the service; its log has the
     detail.
     """
+    ERROR_REASON_TOO_MANY_WATCHERS: _ErrorReason.ValueType  # 23
+    """WatchEnforcement, RESOURCE_EXHAUSTED: the service holds as many watch
+    streams as it allows at once (half its concurrent call limit, so
+    watchers never take the calls others need). Retry later, with backoff.
+    """
     ERROR_REASON_INVALID_REQUEST_BODY: _ErrorReason.ValueType  # 30
     """30 to 39: refusals of the HTTP edge, before any method is called.
 
@@ -202,6 +207,11 @@ disk, a broken or locked file): the request was not stored. Retry later.
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 22
 """INTERNAL: an unexpected failure inside the service; its log has the
 detail.
+"""
+ERROR_REASON_TOO_MANY_WATCHERS: ErrorReason.ValueType  # 23
+"""WatchEnforcement, RESOURCE_EXHAUSTED: the service holds as many watch
+streams as it allows at once (half its concurrent call limit, so
+watchers never take the calls others need). Retry later, with backoff.
 """
 ERROR_REASON_INVALID_REQUEST_BODY: ErrorReason.ValueType  # 30
 """30 to 39: refusals of the HTTP edge, before any method is called.
@@ -378,6 +388,12 @@ class _DecisionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Decisi
     """Denied: no license has ever been installed."""
     DECISION_REASON_FEATURE_NOT_LICENSED: _DecisionReason.ValueType  # 9
     """Denied: the resource needs a feature the license lacks."""
+    DECISION_REASON_STALE: _DecisionReason.ValueType  # 10
+    """Denied by a client deciding locally, never by the service: its snapshot
+    is older than the staleness limit its caller chose, and the caller chose
+    to deny creates and updates then (fail-closed). Reads, deletes and the
+    license itself stay allowed.
+    """
 
 class DecisionReason(_DecisionReason, metaclass=_DecisionReasonEnumTypeWrapper):
     """DecisionReason says why CheckWrite allowed or denied an operation."""
@@ -403,7 +419,61 @@ DECISION_REASON_NO_LICENSE: DecisionReason.ValueType  # 8
 """Denied: no license has ever been installed."""
 DECISION_REASON_FEATURE_NOT_LICENSED: DecisionReason.ValueType  # 9
 """Denied: the resource needs a feature the license lacks."""
+DECISION_REASON_STALE: DecisionReason.ValueType  # 10
+"""Denied by a client deciding locally, never by the service: its snapshot
+is older than the staleness limit its caller chose, and the caller chose
+to deny creates and updates then (fail-closed). Reads, deletes and the
+license itself stay allowed.
+"""
 Global___DecisionReason: _TypeAlias = DecisionReason  # noqa: Y015
+
+class _WatchEnforcementEvent:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WatchEnforcementEventEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WatchEnforcementEvent.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WATCH_ENFORCEMENT_EVENT_UNSPECIFIED: _WatchEnforcementEvent.ValueType  # 0
+    WATCH_ENFORCEMENT_EVENT_SUBSCRIBED: _WatchEnforcementEvent.ValueType  # 1
+    """The first message of the stream."""
+    WATCH_ENFORCEMENT_EVENT_CHANGED: _WatchEnforcementEvent.ValueType  # 2
+    """The snapshot changed: a license was applied (uploaded, or read from the
+    license file), a pending license was accepted or took over, or the
+    runtime state or grace end changed (a midnight's evaluation, a license
+    change's re-evaluation).
+    """
+    WATCH_ENFORCEMENT_EVENT_TIME_PASSED: _WatchEnforcementEvent.ValueType  # 3
+    """The service's time passed an instant of the snapshot at which answers
+    change by themselves: the grace end, the expiry warning window's start,
+    or the license's end. The snapshot is the one sent before; a client
+    deciding by its own clock has applied the change already, and one whose
+    clock is behind learns of it here.
+    """
+    WATCH_ENFORCEMENT_EVENT_HEARTBEAT: _WatchEnforcementEvent.ValueType  # 4
+    """Nothing else was sent for heartbeat_interval: the stream is alive."""
+
+class WatchEnforcementEvent(_WatchEnforcementEvent, metaclass=_WatchEnforcementEventEnumTypeWrapper):
+    """WatchEnforcementEvent says why a WatchEnforcementResponse was sent."""
+
+WATCH_ENFORCEMENT_EVENT_UNSPECIFIED: WatchEnforcementEvent.ValueType  # 0
+WATCH_ENFORCEMENT_EVENT_SUBSCRIBED: WatchEnforcementEvent.ValueType  # 1
+"""The first message of the stream."""
+WATCH_ENFORCEMENT_EVENT_CHANGED: WatchEnforcementEvent.ValueType  # 2
+"""The snapshot changed: a license was applied (uploaded, or read from the
+license file), a pending license was accepted or took over, or the
+runtime state or grace end changed (a midnight's evaluation, a license
+change's re-evaluation).
+"""
+WATCH_ENFORCEMENT_EVENT_TIME_PASSED: WatchEnforcementEvent.ValueType  # 3
+"""The service's time passed an instant of the snapshot at which answers
+change by themselves: the grace end, the expiry warning window's start,
+or the license's end. The snapshot is the one sent before; a client
+deciding by its own clock has applied the change already, and one whose
+clock is behind learns of it here.
+"""
+WATCH_ENFORCEMENT_EVENT_HEARTBEAT: WatchEnforcementEvent.ValueType  # 4
+"""Nothing else was sent for heartbeat_interval: the stream is alive."""
+Global___WatchEnforcementEvent: _TypeAlias = WatchEnforcementEvent  # noqa: Y015
 
 @_typing.final
 class License(_message.Message):
@@ -1277,3 +1347,258 @@ class ListPeakInstancesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPeakInstancesResponse: _TypeAlias = ListPeakInstancesResponse  # noqa: Y015
+
+@_typing.final
+class WatchEnforcementRequest(_message.Message):
+    """WatchEnforcementRequest asks for nothing in particular: every watcher
+    receives the whole decision table.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEnforcementRequest: _TypeAlias = WatchEnforcementRequest  # noqa: Y015
+
+@_typing.final
+class WatchEnforcementResponse(_message.Message):
+    """WatchEnforcementResponse is one message of a WatchEnforcement stream. Each
+    carries the whole snapshot in force, so any one message is enough to
+    decide from.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    SEND_TIME_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
+    event: Global___WatchEnforcementEvent.ValueType
+    @_builtins.property
+    def snapshot(self) -> Global___EnforcementSnapshot:
+        """The decision table in force when the message was sent."""
+
+    @_builtins.property
+    def send_time(self) -> _timestamp_pb2.Timestamp:
+        """The service's time when it sent the message: the time it judges against
+        (GetStatus.clock.high_water_time), which never moves back. A client
+        should never decide at a time earlier than the latest send_time it
+        received, plus the time that passed since, so a client clock behind the
+        service's never extends a license or a grace period.
+        """
+
+    @_builtins.property
+    def heartbeat_interval(self) -> _duration_pb2.Duration:
+        """The longest the service stays silent on this stream. A client that
+        hears nothing for longer than this plus an allowance for the network
+        should treat the stream as dead and subscribe again.
+        """
+
+    def __init__(
+        self,
+        *,
+        event: Global___WatchEnforcementEvent.ValueType = ...,
+        snapshot: Global___EnforcementSnapshot | None = ...,
+        send_time: _timestamp_pb2.Timestamp | None = ...,
+        heartbeat_interval: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "send_time", b"send_time", "snapshot", b"snapshot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat_interval", b"heartbeat_interval", "send_time", b"send_time", "snapshot", b"snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEnforcementResponse: _TypeAlias = WatchEnforcementResponse  # noqa: Y015
+
+@_typing.final
+class LicenseTerms(_message.Message):
+    """LicenseTerms is what the decision reads of a license in force."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_NUMBER_FIELD_NUMBER: _builtins.int
+    MAX_DP_CORES_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    serial_number: _builtins.str
+    max_dp_cores: _builtins.int
+    """The licensed quota of data-plane cores, named in messages."""
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The licensed features, in the license's order, without repeats."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When the license ends here (License.end_time: for a free trial at most
+        90 days after the deployment date). From this instant on it has expired.
+        """
+
+    def __init__(
+        self,
+        *,
+        serial_number: _builtins.str = ...,
+        max_dp_cores: _builtins.int = ...,
+        features: _abc.Iterable[_builtins.str] | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "features", b"features", "max_dp_cores", b"max_dp_cores", "serial_number", b"serial_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LicenseTerms: _TypeAlias = LicenseTerms  # noqa: Y015
+
+@_typing.final
+class EnforcementSnapshot(_message.Message):
+    """EnforcementSnapshot is the service's decision table: with it a client
+    answers any CheckWrite exactly as the service would, at any time `now`,
+    including after the instants at which the answer changes by itself. The
+    Python client package implements it (licensing.decision); another
+    language can from this description.
+
+    Deciding CheckWrite(resource_type, operation, feature) at `now`:
+
+    0. The request: resource_type is 1 to 128 characters (Unicode code
+       points), feature at most 128, operation one of CREATE, UPDATE, DELETE,
+       READ. Otherwise the service answers INVALID_ARGUMENT with the reason
+       INVALID_RESOURCE_TYPE, INVALID_FEATURE or INVALID_OPERATION.
+    1. When takeover_time is set and now >= takeover_time, decide from
+       `successor` instead, by these same rules.
+    2. The reason, the first that applies, and the message ({op} is the
+       operation in lower case, {rt} the resource_type, {serial} the license's
+       serial number, {cores} its max_dp_cores, {end} its end_time, {grace}
+       grace_end_time; times as described below):
+       - resource_type is "license": allowed, LICENSE_RESOURCE, "the license
+         itself may always be managed";
+       - READ: allowed, READ, "reads are always allowed";
+       - DELETE: allowed, DELETE, "deletes are always allowed, so
+         configuration can always be removed";
+       - no license: denied, NO_LICENSE, "no license is installed: cannot
+         {op} {rt}; upload a license first";
+       - now >= {end}: denied, LICENSE_EXPIRED, "license {serial} ended {end}:
+         cannot {op} {rt}; upload a new license";
+       - feature is not empty and not among the license's features: denied,
+         FEATURE_NOT_LICENSED, "{rt} needs feature {quoted feature}, which
+         license {serial} does not include (it has: {features})", where
+         {features} is the features sorted by code point and joined with
+         ", ", or "none", and {quoted feature} is the feature as Python's
+         repr() writes a string (in single quotes unless it holds one), its
+         first 40 characters followed by "... (N characters)" when longer;
+       - state RESTRICTED: denied, RESTRICTED, "restricted: data-plane core
+         usage exceeded the licensed {cores} cores past the 7-day grace
+         period; cannot {op} {rt}. Scale the gateways down or upload a license
+         with more cores";
+       - state DP_CORE_EXCEEDED: allowed, GRACE_PERIOD; before {grace}:
+         "allowed during the grace period, which ends {grace}"; from {grace}
+         on: "allowed: the grace period ended {grace}; creating and updating
+         configuration is blocked from the next midnight's evaluation if the
+         day's peak is still over the quota";
+       - otherwise: allowed, LICENSED, "allowed".
+    3. The warnings, in this order (none without a license):
+       - when now > expiry_warning_start_time: from {end} on,
+         LICENSE_EXPIRED "license {serial} ended {end}: creating and updating
+         configuration is blocked until a new license is uploaded"; before
+         it, LICENSE_EXPIRING "license {serial} ends {end}, in {n} days: plan
+         the renewal", n = floor((end_time - now) / 86400 s), "1 day" when n
+         is 1;
+       - state DP_CORE_EXCEEDED, before {grace}: DP_CORE_EXCEEDED
+         "data-plane core usage exceeds the licensed {cores} cores; the grace
+         period ends {grace}, after which creating and updating configuration
+         is blocked"; from {grace} on: DP_CORE_EXCEEDED "data-plane core usage
+         exceeds the licensed {cores} cores and the grace period ended
+         {grace}: creating and updating configuration is blocked from the
+         next midnight's evaluation unless the day's peak is back within the
+         quota";
+       - state RESTRICTED: RESTRICTED "data-plane core usage exceeded the
+         licensed {cores} cores past the grace period: creating and updating
+         configuration is blocked; scale the gateways down or upload a
+         license with more cores".
+    4. The answer's state is `state` and its license_serial_number the
+       license's serial number ("" without one), of the snapshot decided from.
+
+    Times in messages are ISO 8601 in UTC, to the microsecond (rounded half
+    to even), with the fraction only when it is not zero and a "Z":
+    "2027-01-09T00:00:00Z", "2027-01-09T00:00:00.250000Z".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    LICENSE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    GRACE_END_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRY_WARNING_DAYS_FIELD_NUMBER: _builtins.int
+    EXPIRY_WARNING_START_TIME_FIELD_NUMBER: _builtins.int
+    TAKEOVER_TIME_FIELD_NUMBER: _builtins.int
+    SUCCESSOR_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """Numbers the snapshots of one service process: one more for each
+    change. A restarted service starts again, so a client replaces its
+    snapshot with the first message of every stream, whatever its version.
+    0 in a successor.
+    """
+    state: Global___RuntimeState.ValueType
+    """The runtime state. It changes only with a new snapshot (at a midnight's
+    evaluation, or a license change).
+    """
+    expiry_warning_days: _builtins.int
+    """How many days before the license's end its expiry warning starts."""
+    @_builtins.property
+    def license(self) -> Global___LicenseTerms:
+        """The license in force; unset when no license has ever been installed."""
+
+    @_builtins.property
+    def grace_end_time(self) -> _timestamp_pb2.Timestamp:
+        """Set while the state is DP_CORE_EXCEEDED: when the grace period ends.
+        The state stays DP_CORE_EXCEEDED until the next midnight's evaluation,
+        but the messages change at this instant (see above).
+        """
+
+    @_builtins.property
+    def expiry_warning_start_time(self) -> _timestamp_pb2.Timestamp:
+        """license.end_time less expiry_warning_days days: warnings about the
+        license's end apply from just after this instant. Unset without a
+        license.
+        """
+
+    @_builtins.property
+    def takeover_time(self) -> _timestamp_pb2.Timestamp:
+        """Set when a pending license waits: its effective time, from which
+        `successor` answers in place of this snapshot (the service then sends
+        the successor as a new snapshot, once it has applied the license).
+        """
+
+    @_builtins.property
+    def successor(self) -> Global___EnforcementSnapshot:
+        """The snapshot in force from takeover_time on: the pending license, with
+        the state the last evaluated day's peak leads to under it. It has no
+        successor itself.
+        """
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        license: Global___LicenseTerms | None = ...,
+        state: Global___RuntimeState.ValueType = ...,
+        grace_end_time: _timestamp_pb2.Timestamp | None = ...,
+        expiry_warning_days: _builtins.int = ...,
+        expiry_warning_start_time: _timestamp_pb2.Timestamp | None = ...,
+        takeover_time: _timestamp_pb2.Timestamp | None = ...,
+        successor: Global___EnforcementSnapshot | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiry_warning_start_time", b"expiry_warning_start_time", "grace_end_time", b"grace_end_time", "license", b"license", "successor", b"successor", "takeover_time", b"takeover_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expiry_warning_days", b"expiry_warning_days", "expiry_warning_start_time", b"expiry_warning_start_time", "grace_end_time", b"grace_end_time", "license", b"license", "state", b"state", "successor", b"successor", "takeover_time", b"takeover_time", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnforcementSnapshot: _TypeAlias = EnforcementSnapshot  # noqa: Y015

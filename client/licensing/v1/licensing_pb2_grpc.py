@@ -84,6 +84,11 @@ class LicenseServiceStub:
                 request_serializer=licensing_dot_v1_dot_licensing__pb2.ListPeakInstancesRequest.SerializeToString,
                 response_deserializer=licensing_dot_v1_dot_licensing__pb2.ListPeakInstancesResponse.FromString,
                 _registered_method=True)
+        self.WatchEnforcement = channel.unary_stream(
+                '/licensing.v1.LicenseService/WatchEnforcement',
+                request_serializer=licensing_dot_v1_dot_licensing__pb2.WatchEnforcementRequest.SerializeToString,
+                response_deserializer=licensing_dot_v1_dot_licensing__pb2.WatchEnforcementResponse.FromString,
+                _registered_method=True)
 
 
 class LicenseServiceServicer:
@@ -166,6 +171,24 @@ class LicenseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEnforcement(self, request, context):
+        """WatchEnforcement streams the decision table, so a client can answer
+        CheckWrite in-process, exactly as the service would (see
+        EnforcementSnapshot), and keep answering while the service is
+        unreachable. The first message comes at once; then one on every change
+        (a license applied, a pending license taking over, a runtime state or
+        grace end change), one when time passes an instant at which answers
+        change by themselves, and a heartbeat whenever the stream was otherwise
+        silent for heartbeat_interval (at most 15 s). A client that falls behind
+        receives only the latest snapshot, never a backlog. The stream ends when
+        the service shuts down: subscribe again. More watchers than the service
+        allows at once are RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS). Roles: admin,
+        control plane, gateway.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LicenseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -203,6 +226,11 @@ def add_LicenseServiceServicer_to_server(servicer, server):
                     servicer.ListPeakInstances,
                     request_deserializer=licensing_dot_v1_dot_licensing__pb2.ListPeakInstancesRequest.FromString,
                     response_serializer=licensing_dot_v1_dot_licensing__pb2.ListPeakInstancesResponse.SerializeToString,
+            ),
+            'WatchEnforcement': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEnforcement,
+                    request_deserializer=licensing_dot_v1_dot_licensing__pb2.WatchEnforcementRequest.FromString,
+                    response_serializer=licensing_dot_v1_dot_licensing__pb2.WatchEnforcementResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -409,6 +437,33 @@ class LicenseService:
             '/licensing.v1.LicenseService/ListPeakInstances',
             licensing_dot_v1_dot_licensing__pb2.ListPeakInstancesRequest.SerializeToString,
             licensing_dot_v1_dot_licensing__pb2.ListPeakInstancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEnforcement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/licensing.v1.LicenseService/WatchEnforcement',
+            licensing_dot_v1_dot_licensing__pb2.WatchEnforcementRequest.SerializeToString,
+            licensing_dot_v1_dot_licensing__pb2.WatchEnforcementResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -82,6 +82,20 @@ class LicenseServiceStub:
     peak, a page at a time (AIP-158), however large the fleet. A day that
     has not been evaluated is NOT_FOUND. Roles: admin, control plane.
     """
+    WatchEnforcement: _grpc.UnaryStreamMultiCallable[_licensing_pb2.WatchEnforcementRequest, _licensing_pb2.WatchEnforcementResponse]
+    """WatchEnforcement streams the decision table, so a client can answer
+    CheckWrite in-process, exactly as the service would (see
+    EnforcementSnapshot), and keep answering while the service is
+    unreachable. The first message comes at once; then one on every change
+    (a license applied, a pending license taking over, a runtime state or
+    grace end change), one when time passes an instant at which answers
+    change by themselves, and a heartbeat whenever the stream was otherwise
+    silent for heartbeat_interval (at most 15 s). A client that falls behind
+    receives only the latest snapshot, never a backlog. The stream ends when
+    the service shuts down: subscribe again. More watchers than the service
+    allows at once are RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS). Roles: admin,
+    control plane, gateway.
+    """
 
 @_typing.type_check_only
 class LicenseServiceAsyncStub(LicenseServiceStub):
@@ -136,6 +150,20 @@ class LicenseServiceAsyncStub(LicenseServiceStub):
     """ListPeakInstances returns the instances that made up one evaluated day's
     peak, a page at a time (AIP-158), however large the fleet. A day that
     has not been evaluated is NOT_FOUND. Roles: admin, control plane.
+    """
+    WatchEnforcement: _aio.UnaryStreamMultiCallable[_licensing_pb2.WatchEnforcementRequest, _licensing_pb2.WatchEnforcementResponse]  # type: ignore[assignment]
+    """WatchEnforcement streams the decision table, so a client can answer
+    CheckWrite in-process, exactly as the service would (see
+    EnforcementSnapshot), and keep answering while the service is
+    unreachable. The first message comes at once; then one on every change
+    (a license applied, a pending license taking over, a runtime state or
+    grace end change), one when time passes an instant at which answers
+    change by themselves, and a heartbeat whenever the stream was otherwise
+    silent for heartbeat_interval (at most 15 s). A client that falls behind
+    receives only the latest snapshot, never a backlog. The stream ends when
+    the service shuts down: subscribe again. More watchers than the service
+    allows at once are RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS). Roles: admin,
+    control plane, gateway.
     """
 
 class LicenseServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -230,6 +258,26 @@ class LicenseServiceServicer(metaclass=_abc_1.ABCMeta):
         """ListPeakInstances returns the instances that made up one evaluated day's
         peak, a page at a time (AIP-158), however large the fleet. A day that
         has not been evaluated is NOT_FOUND. Roles: admin, control plane.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchEnforcement(
+        self,
+        request: _licensing_pb2.WatchEnforcementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_licensing_pb2.WatchEnforcementResponse], _abc.AsyncIterator[_licensing_pb2.WatchEnforcementResponse]]:
+        """WatchEnforcement streams the decision table, so a client can answer
+        CheckWrite in-process, exactly as the service would (see
+        EnforcementSnapshot), and keep answering while the service is
+        unreachable. The first message comes at once; then one on every change
+        (a license applied, a pending license taking over, a runtime state or
+        grace end change), one when time passes an instant at which answers
+        change by themselves, and a heartbeat whenever the stream was otherwise
+        silent for heartbeat_interval (at most 15 s). A client that falls behind
+        receives only the latest snapshot, never a backlog. The stream ends when
+        the service shuts down: subscribe again. More watchers than the service
+        allows at once are RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS). Roles: admin,
+        control plane, gateway.
         """
 
 def add_LicenseServiceServicer_to_server(servicer: LicenseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
