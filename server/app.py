@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from licensing.v1 import licensing_pb2, licensing_pb2_grpc
 
 from server.auth import BearerTokenAuth, Role
-from server.config import Config, ConfigError, is_loopback, load_config
+from server.config import Config, ConfigError, is_loopback, load_config, split_host_port
 from server.domain.clock import Clock, SystemClock
 from server.domain.deployment import DeploymentRefused
 from server.domain.license import load_public_key, private_key_pem, public_key_pem
@@ -31,6 +31,7 @@ from server.license_file import LicenseFileWatcher
 from server.limits import channel_options
 from server.loop import ServerLoop
 from server.metrics import Metrics
+from server.native_log import NativeLogRoute, why_cannot_listen
 from server.service import LicensingService, ServiceSettings
 from server.servicer import LicenseServicer
 from server.store import Store, StoreError
@@ -152,10 +153,12 @@ def _listen(server: grpc.aio.Server, config: Config) -> int:
             port = server.add_insecure_port(config.listen)
     except OSError as error:
         raise StartupError(f"cannot read TLS files: {error}") from None
-    except RuntimeError as error:
-        raise StartupError(f"cannot listen on {config.listen}: {error}") from None
+    except RuntimeError:
+        # gRPC's own message only says to turn its debug log on
+        port = 0
     if port == 0:
-        raise StartupError(f"cannot listen on {config.listen}: the address is in use or invalid")
+        reason = why_cannot_listen(*split_host_port(config.listen))
+        raise StartupError(f"cannot listen on {config.listen}: {reason}")
     return int(port)
 
 
@@ -285,6 +288,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(config: Config) -> None:
+    """One line per event on standard error, text or JSON, gRPC's own lines included."""
     handler = logging.StreamHandler(sys.stderr)
     if config.log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -301,7 +305,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"license-server: {error}", file=sys.stderr)
         return 2
-    configure_logging(config)
+    native_log = NativeLogRoute()
+    try:
+        configure_logging(config)
+        return serve(config)
+    finally:
+        native_log.close()
+
+
+def serve(config: Config) -> int:
+    """Start, serve until SIGTERM or SIGINT, then drain and stop."""
     log.info("effective configuration: %s", json.dumps(config.redacted()))
     try:
         running = start_server(config)

@@ -237,8 +237,14 @@ class ServerProcess:
     """`python -m server` as a real subprocess, for tests about the process (restart, kill -9)."""
 
     def __init__(
-        self, data_dir: Path, vendor: Vendor, *extra: str, port: int | None = None
+        self,
+        data_dir: Path,
+        vendor: Vendor,
+        *extra: str,
+        port: int | None = None,
+        ca_cert: Path | None = None,
     ) -> None:
+        self.ca_cert = ca_cert  # a server with TLS is reached through this CA certificate
         self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"server-{data_dir.name}.log"
@@ -267,7 +273,7 @@ class ServerProcess:
 
     def wait_serving(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.target) as channel:
+        with self.channel() as channel:
             health = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 assert self.process is not None
@@ -284,11 +290,17 @@ class ServerProcess:
                 time.sleep(0.05)
         raise AssertionError(f"server not serving after {timeout} s:\n{self.log()}")
 
+    def channel(self) -> grpc.Channel:
+        if self.ca_cert is None:
+            return grpc.insecure_channel(self.target)
+        credentials = grpc.ssl_channel_credentials(root_certificates=self.ca_cert.read_bytes())
+        return grpc.secure_channel(self.target, credentials)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def client(self, token: str | None = ADMIN_TOKEN) -> LicensingClient:
-        return LicensingClient(self.target, token=token)
+        return LicensingClient(self.target, token=token, channel=self.channel())
 
     def terminate(self, timeout: float = 20.0) -> int:
         assert self.process is not None
@@ -311,8 +323,14 @@ def server_processes() -> Iterator[Callable[..., ServerProcess]]:
     """Make server subprocesses that are always killed at the end of the test."""
     made: list[ServerProcess] = []
 
-    def make(data_dir: Path, vendor: Vendor, *extra: str, port: int | None = None) -> ServerProcess:
-        process = ServerProcess(data_dir, vendor, *extra, port=port)
+    def make(
+        data_dir: Path,
+        vendor: Vendor,
+        *extra: str,
+        port: int | None = None,
+        ca_cert: Path | None = None,
+    ) -> ServerProcess:
+        process = ServerProcess(data_dir, vendor, *extra, port=port, ca_cert=ca_cert)
         made.append(process)
         return process
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -77,14 +78,21 @@ def test_sigterm_drains_and_exits_cleanly(
     assert "stopped" in server.log()
 
 
-def test_a_second_server_on_the_same_port_fails_with_a_clear_error(
+def test_a_second_server_on_the_same_port_fails_with_a_clear_error_in_its_json_log(
     tmp_path: Path, vendor: Vendor, server_processes: Callable[..., ServerProcess]
 ) -> None:
     first = server_processes(tmp_path / "a", vendor).start()
-    second = ServerProcess(tmp_path / "b", vendor, port=first.port)
+    second = ServerProcess(tmp_path / "b", vendor, "--log-format", "json", port=first.port)
     result = subprocess.run(second.args, capture_output=True, text=True, env=first.env, timeout=60)
     assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{first.port}" in result.stderr
+    # gRPC's own line about the port is in the log too, as JSON
+    entries = [json.loads(line) for line in result.stderr.splitlines()]
+    errors = [(entry["logger"], entry["message"]) for entry in entries if entry["level"] == "ERROR"]
+    assert errors[-1] == (
+        "licensing",
+        f"cannot start: cannot listen on 127.0.0.1:{first.port}: Address already in use",
+    )
+    assert "GRPC_VERBOSITY" not in result.stderr
     # the first server is unaffected
     with first.client() as admin:
         admin.status()
