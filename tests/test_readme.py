@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -13,12 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
-from conftest import free_port
+from conftest import GRPCURL, free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 README_ADDRESS = "127.0.0.1:7443"
 COMMAND_TIMEOUT = 120.0
+# printed before each command of a block, to tell their outputs apart
+MARK = "----- next README command -----"
 
 
 def shell_blocks() -> list[str]:
@@ -38,10 +41,12 @@ def commands(block: str) -> list[str]:
 
 
 def clean_environment(address: str) -> dict[str, str]:
-    """A new terminal: none of the server's LICENSING_* variables. Only the address differs
-    from the README's, and licensectl is told it the way an operator would."""
+    """A new terminal: none of the server's LICENSING_* variables, and the real grpcurl on the
+    PATH. Only the address differs from the README's; licensectl is told it the way an operator
+    would."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("LICENSING_", "GRPC_"))}
     environ["LICENSING_SERVER"] = address
+    environ["PATH"] = f"{Path(GRPCURL).parent}{os.pathsep}{environ.get('PATH', '')}"
     return environ
 
 
@@ -107,12 +112,58 @@ def second_terminal(script: str, directory: Path, address: str) -> subprocess.Co
     )
 
 
+def run_each(block: str, directory: Path, address: str) -> dict[str, str]:
+    """A README block in one shell, as a person pastes it: what each command printed."""
+    block_commands = commands(block)
+    marked = "\n".join(f"echo '{MARK}'\n{command}" for command in block_commands)
+    result = second_terminal(marked, directory, address)
+    assert result.returncode == 0, result.stderr
+    outputs = result.stdout.split(MARK + "\n")[1:]
+    assert len(outputs) == len(block_commands), result.stdout
+    return dict(zip(block_commands, outputs, strict=True))
+
+
+def printed_by(printed: dict[str, str], *words: str) -> str:
+    [output] = [out for command, out in printed.items() if all(w in command for w in words)]
+    return output
+
+
+def test_the_first_run_walkthrough_and_its_grpcurl_commands_work_as_written(
+    tmp_path: Path,
+) -> None:
+    directory = in_a_working_directory(tmp_path / "work")
+    fresh_machine = block_with("pip install . && .venv/bin/license-server --dev")
+    with readme_server(fresh_machine, directory) as address:
+        walkthrough = second_terminal(block_with("DEPLOYMENT_ID=$("), directory, address)
+        assert walkthrough.returncode == 0, walkthrough.stderr
+        assert "License DEV-0001 applied." in walkthrough.stdout
+
+        printed = run_each(block_with("grpcurl -plaintext 127.0.0.1:7443 list"), directory, address)
+
+    assert "licensing.v1.LicenseService" in printed_by(printed, " list").split()
+    assert "rpc CheckWrite" in printed_by(printed, "describe licensing.v1.LicenseService")
+    assert "deployment_id" in printed_by(printed, "describe licensing.v1.GetStatusResponse")
+    assert json.loads(printed_by(printed, "/Validate"))["valid"] is True
+    # the walkthrough uploaded it already: the same license again changes nothing
+    assert json.loads(printed_by(printed, "/Upload"))["unchanged"] is True
+    status = json.loads(printed_by(printed, "/GetStatus"))
+    assert status["license"]["serial_number"] == "DEV-0001"
+    decision = json.loads(printed_by(printed, "/CheckWrite"))
+    assert (decision["allowed"], decision["reason"]) == (True, "DECISION_REASON_LICENSED")
+    assert json.loads(printed_by(printed, "Health/Check")) == {"status": "SERVING"}
+
+
 def test_the_token_example_works_in_a_second_terminal(tmp_path: Path) -> None:
     directory = in_a_working_directory(tmp_path / "work")
     server_block = block_with("export LICENSING_ADMIN_TOKEN=s3cret LICENSING_GATEWAY_TOKEN")
     client_block = block_with('-H "authorization: Bearer $LICENSING_ADMIN_TOKEN"')
-    licensectl_only = "\n".join(c for c in commands(client_block) if not c.startswith("grpcurl"))
+    grpcurl_status = next(c for c in commands(client_block) if c.startswith("grpcurl"))
     with readme_server(server_block, directory) as address:
-        result = second_terminal(licensectl_only, directory, address)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Deployment ID")
+        printed = run_each(client_block, directory, address)
+        # the variable is the second terminal's own: without its export the token is empty
+        unexported = second_terminal(grpcurl_status, directory, address)
+
+    assert json.loads(printed_by(printed, "grpcurl", "GetStatus"))["deployment_id"]
+    assert printed_by(printed, "licensectl status").startswith("Deployment ID")
+    assert unexported.returncode != 0
+    assert "Unauthenticated" in unexported.stderr
