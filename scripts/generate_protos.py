@@ -26,7 +26,9 @@ GENERATED_DIR = Path("licensing") / "v1"
 def generate(out_root: Path) -> list[Path]:
     # the mypy-protobuf plugins are console scripts installed beside this Python
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    protos = sorted(PROTO_ROOT.rglob("*.proto"))
+    # ours only: the vendored google/ protos are there for other languages, while Python has
+    # them from googleapis-common-protos, which generated code of ours must not shadow
+    protos = sorted((PROTO_ROOT / GENERATED_DIR).glob("*.proto"))
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     args = [
         "grpc_tools.protoc",
