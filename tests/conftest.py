@@ -242,7 +242,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`python -m server` as a real subprocess, for tests about the process (restart, kill -9)."""
+    """`python -m server` as a real subprocess, to test restarts, SIGTERM and kill -9."""
 
     def __init__(
         self,
