@@ -20,21 +20,21 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from licensing.v1 import licensing_pb2, licensing_pb2_grpc
 
-from server.auth import BearerTokenAuth, Role
-from server.config import Config, ConfigError, is_loopback, load_config, split_host_port
-from server.domain.clock import Clock, SystemClock
-from server.domain.deployment import DeploymentRefused
-from server.domain.license import load_public_key, private_key_pem, public_key_pem
-from server.evaluator import Evaluator
-from server.health import Health
-from server.license_file import LicenseFileWatcher
-from server.limits import channel_options
-from server.loop import ServerLoop
-from server.metrics import Metrics
-from server.native_log import NativeLogRoute, why_cannot_listen
-from server.service import LicensingService, ServiceSettings
-from server.servicer import LicenseServicer
-from server.store import Store, StoreError
+from licensing_server.auth import BearerTokenAuth, Role
+from licensing_server.config import Config, ConfigError, is_loopback, load_config, split_host_port
+from licensing_server.domain.clock import Clock, SystemClock
+from licensing_server.domain.deployment import DeploymentRefused
+from licensing_server.domain.license import load_public_key, private_key_pem, public_key_pem
+from licensing_server.evaluator import Evaluator
+from licensing_server.health import Health
+from licensing_server.license_file import LicenseFileWatcher
+from licensing_server.limits import channel_options
+from licensing_server.loop import ServerLoop
+from licensing_server.metrics import Metrics
+from licensing_server.native_log import NativeLogRoute, why_cannot_listen
+from licensing_server.service import LicensingService, ServiceSettings
+from licensing_server.servicer import LicenseServicer
+from licensing_server.store import Store, StoreError
 
 log = logging.getLogger("licensing")
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from server.domain.usage import IntervalRow, UsageInterval, UsageTracker
-from server.store import Store, StoreError, UsageTicket
+from licensing_server.domain.usage import IntervalRow, UsageInterval, UsageTracker
+from licensing_server.store import Store, StoreError, UsageTicket
 
 
 class UsageMeter:

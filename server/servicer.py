@@ -12,20 +12,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from licensing.v1 import licensing_pb2 as pb
 from licensing.v1 import licensing_pb2_grpc
 
-from server.domain.decision import (
+from licensing_server.domain.decision import (
     Decision,
     DecisionReason,
     Operation,
     StatusWarning,
     WarningKind,
 )
-from server.domain.license import Deployment, License
-from server.domain.runtime import RuntimeState
-from server.domain.usage import DEFAULT_HISTORY_DAYS, check_history_request
-from server.errors import abort, answers_failures
-from server.group_commit import GroupCommit
-from server.paging import requested_page
-from server.service import (
+from licensing_server.domain.license import Deployment, License
+from licensing_server.domain.runtime import RuntimeState
+from licensing_server.domain.usage import DEFAULT_HISTORY_DAYS, check_history_request
+from licensing_server.errors import abort, answers_failures
+from licensing_server.group_commit import GroupCommit
+from licensing_server.paging import requested_page
+from licensing_server.service import (
     DayRecord,
     LicenseFileReport,
     LicenseSource,

@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlite_utils
 
-from server.domain.usage import IntervalRow
+from licensing_server.domain.usage import IntervalRow
 
 DATABASE_NAME = "licensing.db"
 

@@ -28,11 +28,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import settings
 from licensing.client import LicensingClient
 
-from server.app import RunningServer, run_server
-from server.config import load_config
-from server.domain.clock import SECONDS_PER_DAY, ManualClock
-from server.domain.license import issue_license, public_key_pem
-from server.store import StandingRow, Store
+from licensing_server.app import RunningServer, run_server
+from licensing_server.config import load_config
+from licensing_server.domain.clock import SECONDS_PER_DAY, ManualClock
+from licensing_server.domain.license import issue_license, public_key_pem
+from licensing_server.store import StandingRow, Store
 
 VENDOR_KID = "vendor-test"
 ADMIN_TOKEN = "admin-secret-token"
@@ -242,7 +242,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`python -m server` as a real subprocess, to test restarts, SIGTERM and kill -9."""
+    """`python -m licensing_server` as a real subprocess, to test restarts, SIGTERM and kill -9."""
 
     def __init__(
         self,
@@ -260,7 +260,7 @@ class ServerProcess:
         self.args = [
             sys.executable,
             "-m",
-            "server",
+            "licensing_server",
             "--listen",
             self.target,
             "--data-dir",

@@ -6,7 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from server.config import OPTIONS, env_name, load_config
+from licensing_server.config import OPTIONS, env_name, load_config
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

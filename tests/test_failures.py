@@ -9,7 +9,7 @@ import pytest
 from conftest import Harness, Vendor
 from licensing.client import LicensingError, Operation
 
-from server.errors import failure_status
+from licensing_server.errors import failure_status
 
 
 def make_database_read_only(harness: Harness, read_only: bool) -> None:

@@ -33,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from licensing.client import LicensingClient, LicensingError, Operation
 from licensing.v1 import licensing_pb2 as pb
 
-from server.domain.license import issue_license, public_key_pem
+from licensing_server.domain.license import issue_license, public_key_pem
 
 
 def status_fingerprint(harness: Harness) -> dict[str, object]:

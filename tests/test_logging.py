@@ -24,8 +24,8 @@ from conftest import (
 )
 from licensing.client import LicensingClient, LicensingError, Operation
 
-from server.license_file import LicenseFileWatcher
-from server.metrics import MetricsServer
+from licensing_server.license_file import LicenseFileWatcher
+from licensing_server.metrics import MetricsServer
 
 WRONG_TOKEN = "wrong-token-that-must-not-be-logged"
 SECRETS = (ADMIN_TOKEN, GATEWAY_TOKEN, CONTROL_PLANE_TOKEN, WRONG_TOKEN)

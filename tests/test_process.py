@@ -26,10 +26,10 @@ from conftest import (
 from licensing.client import LicensingClient, LicensingError, Operation
 from licensing.v1 import licensing_pb2 as pb
 
-from server.app import DEV_KEY_DIR, DEV_KEY_ID, StartupError, start_server
-from server.config import load_config
-from server.domain.clock import ManualClock
-from server.domain.license import load_private_key, private_key_pem
+from licensing_server.app import DEV_KEY_DIR, DEV_KEY_ID, StartupError, start_server
+from licensing_server.config import load_config
+from licensing_server.domain.clock import ManualClock
+from licensing_server.domain.license import load_private_key, private_key_pem
 
 
 def current_license(vendor: Vendor, **overrides: object) -> str:
@@ -165,7 +165,7 @@ def test_license_vendor_makes_keys_and_issues_a_license_the_server_accepts(
     tmp_path: Path, make_harness: Callable[..., Harness]
 ) -> None:
     keys = tmp_path / "keys"
-    vendor_cli = [sys.executable, "-m", "server.vendor"]
+    vendor_cli = [sys.executable, "-m", "licensing_server.vendor"]
     subprocess.run(
         [*vendor_cli, "keygen", "--kid", "vendor-2027", "--out", str(keys)], check=True, timeout=60
     )
@@ -202,7 +202,7 @@ def test_license_vendor_makes_keys_and_issues_a_license_the_server_accepts(
 
 def test_license_vendor_refuses_to_issue_a_malformed_license(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
-    vendor_cli = [sys.executable, "-m", "server.vendor"]
+    vendor_cli = [sys.executable, "-m", "licensing_server.vendor"]
     subprocess.run(
         [*vendor_cli, "keygen", "--kid", "k", "--out", str(keys)], check=True, timeout=60
     )
@@ -245,7 +245,7 @@ def test_license_vendor_refuses_to_issue_from_arguments_that_are_not_utf8(
     args: list[str | bytes] = [
         sys.executable,
         "-m",
-        "server.vendor",
+        "licensing_server.vendor",
         "issue",
         "--key",
         str(key_path),

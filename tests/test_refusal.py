@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.domain.refusal import quote
+from licensing_server.domain.refusal import quote
 
 
 def test_a_refused_value_is_echoed_as_a_short_escaped_prefix() -> None:

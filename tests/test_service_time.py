@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.domain.clock import ManualClock, ServiceTime
+from licensing_server.domain.clock import ManualClock, ServiceTime
 
 START = 1_800_000_000.0
 DAY = 86_400.0

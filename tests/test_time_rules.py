@@ -17,7 +17,7 @@ from conftest import DAY, START, Harness, Vendor, midnight_after, read_only
 from licensing.client import LicensingError, Operation
 from licensing.v1 import licensing_pb2 as pb
 
-from server.store import StoreError
+from licensing_server.store import StoreError
 
 QUOTA = 16
 OVER = 20

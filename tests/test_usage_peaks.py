@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.domain.usage import (
+from licensing_server.domain.usage import (
     MAX_CORES,
     IntervalRow,
     UsageRejected,

@@ -11,7 +11,7 @@ One file per job:
   beside it for the record;
 * `load`: the load generator, closed loop at a fixed concurrency and open
   loop on a fixed schedule, a subprocess pinned to its own CPU;
-* `runner`: starts the real server (`python -m server`, a license installed)
+* `runner`: starts the real server (`python -m licensing_server`, a license installed)
   and the ceilings, pinned to one CPU, and drives them in interleaved rounds;
 * `offline`: the nightly evaluation of 10,000 instances and the storage per
   instance-day, each in a process of its own;

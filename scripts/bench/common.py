@@ -75,8 +75,8 @@ def bench_license(key_dir: Path, around: float, serial_number: str) -> tuple[str
 
     Returns the license text and the public key's path (trust it as KEY_ID).
     """
-    from server.domain.license import issue_license, load_private_key
-    from server.vendor import keygen
+    from licensing_server.domain.license import issue_license, load_private_key
+    from licensing_server.vendor import keygen
 
     private_path, public_path = keygen(KEY_ID, key_dir)
     text = issue_license(

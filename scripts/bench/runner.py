@@ -222,7 +222,7 @@ class Bench:
             [
                 sys.executable,
                 "-m",
-                "server",
+                "licensing_server",
                 "--listen",
                 "127.0.0.1:{port}",
                 "--data-dir",

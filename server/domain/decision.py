@@ -11,10 +11,10 @@ import math
 from dataclasses import dataclass, replace
 from enum import Enum, StrEnum
 
-from server.domain.clock import SECONDS_PER_DAY
-from server.domain.license import License, iso_time
-from server.domain.refusal import Refused, quote
-from server.domain.runtime import RuntimeState, Standing
+from licensing_server.domain.clock import SECONDS_PER_DAY
+from licensing_server.domain.license import License, iso_time
+from licensing_server.domain.refusal import Refused, quote
+from licensing_server.domain.runtime import RuntimeState, Standing
 
 LICENSE_RESOURCE = "license"
 MAX_RESOURCE_TYPE_CHARS = 128

@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from jwt.utils import base64url_decode
 
-from server.domain.clock import SECONDS_PER_DAY
-from server.domain.refusal import Refused, quote
+from licensing_server.domain.clock import SECONDS_PER_DAY
+from licensing_server.domain.refusal import Refused, quote
 
 ALGORITHM = "EdDSA"
 TRIAL_DAYS = 90

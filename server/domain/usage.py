@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
-from server.domain.refusal import Refused, quote
+from licensing_server.domain.refusal import Refused, quote
 
 INSTANCE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 MAX_CORES = 4096
