@@ -132,7 +132,7 @@ def test_the_first_run_walkthrough_and_its_grpcurl_commands_work_as_written(
     tmp_path: Path,
 ) -> None:
     directory = in_a_working_directory(tmp_path / "work")
-    fresh_machine = block_with("pip install . && .venv/bin/license-server --dev")
+    fresh_machine = block_with("pip install ./client . && .venv/bin/license-server --dev")
     with readme_server(fresh_machine, directory) as address:
         walkthrough = second_terminal(block_with("DEPLOYMENT_ID=$("), directory, address)
         assert walkthrough.returncode == 0, walkthrough.stderr
