@@ -37,10 +37,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from licensing.client import LicensingClient, Operation
 from licensing.v1 import licensing_pb2 as pb
 
-from server.app import RunningServer, run_server
-from server.config import load_config
-from server.domain.clock import SECONDS_PER_DAY, ManualClock
-from server.domain.license import iso_time, issue_license, public_key_pem
+from licensing_server.app import RunningServer, run_server
+from licensing_server.config import load_config
+from licensing_server.domain.clock import SECONDS_PER_DAY, ManualClock
+from licensing_server.domain.license import iso_time, issue_license, public_key_pem
 
 DAY = SECONDS_PER_DAY
 HOUR = 3600.0

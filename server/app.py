@@ -22,8 +22,8 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from licensing.v1 import licensing_pb2, licensing_pb2_grpc
 
-from server.auth import BearerTokenAuth, Role, TokenCheck
-from server.config import (
+from licensing_server.auth import BearerTokenAuth, Role, TokenCheck
+from licensing_server.config import (
     Config,
     ConfigError,
     is_loopback,
@@ -31,23 +31,24 @@ from server.config import (
     load_config,
     split_host_port,
 )
-from server.dev_tls import development_certificate
-from server.domain.clock import Clock, SystemClock
-from server.domain.deployment import DeploymentRefused
-from server.domain.license import load_public_key, private_key_pem, public_key_pem
-from server.evaluator import Evaluator
-from server.health import Health
-from server.http_edge import HttpEdge, tls_context
-from server.license_file import LicenseFileWatcher
-from server.limits import channel_options
-from server.loop import ServerLoop
-from server.metrics import Metrics, MetricsServer
-from server.replicas import ReplicaSync
-from server.service import LicensingService, ServiceSettings
-from server.servicer import LicenseServicer
-from server.storage import Storage, StoreError
-from server.store import Store
-from server.watch import EnforcementFeed
+from licensing_server.dev_tls import development_certificate
+from licensing_server.domain.clock import Clock, SystemClock
+from licensing_server.domain.deployment import DeploymentRefused
+from licensing_server.domain.license import load_public_key, private_key_pem, public_key_pem
+from licensing_server.evaluator import Evaluator
+from licensing_server.health import Health
+from licensing_server.http_edge import HttpEdge, tls_context
+from licensing_server.license_file import LicenseFileWatcher
+from licensing_server.limits import channel_options
+from licensing_server.loop import ServerLoop
+from licensing_server.metrics import Metrics, MetricsServer
+from licensing_server.native_log import NativeLogRoute, why_cannot_listen
+from licensing_server.replicas import ReplicaSync
+from licensing_server.service import LicensingService, ServiceSettings
+from licensing_server.servicer import LicenseServicer
+from licensing_server.storage import Storage, StoreError
+from licensing_server.store import Store
+from licensing_server.watch import EnforcementFeed
 
 log = logging.getLogger("licensing")
 
@@ -187,10 +188,12 @@ def _listen(server: grpc.aio.Server, config: Config) -> int:
             port = server.add_insecure_port(config.listen)
     except OSError as error:
         raise StartupError(f"cannot read TLS files: {error}") from None
-    except RuntimeError as error:
-        raise StartupError(f"cannot listen on {config.listen}: {error}") from None
+    except RuntimeError:
+        # gRPC's own message only says to turn its debug log on
+        port = 0
     if port == 0:
-        raise StartupError(f"cannot listen on {config.listen}: the address is in use or invalid")
+        reason = why_cannot_listen(*split_host_port(config.listen))
+        raise StartupError(f"cannot listen on {config.listen}: {reason}")
     return int(port)
 
 
@@ -222,7 +225,7 @@ def open_storage(config: Config) -> Storage:
     """PostgreSQL when a database URL is configured (replicas share it), else SQLite."""
     if config.database_url:
         # imported here: the embedded default needs no PostgreSQL driver loaded
-        from server.postgres_store import PostgresStore
+        from licensing_server.postgres_store import PostgresStore
 
         return PostgresStore(config.database_url)
     return Store(Path(config.data_dir))
@@ -401,6 +404,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(config: Config) -> None:
+    """One line per event on standard error, text or JSON, gRPC's own lines included."""
     handler = logging.StreamHandler(sys.stderr)
     if config.log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -414,7 +418,7 @@ def configure_logging(config: Config) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["migrate"]:
-        from server.migrate import main as migrate_main
+        from licensing_server.migrate import main as migrate_main
 
         return migrate_main(arguments[1:])
     try:
@@ -422,7 +426,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"license-server: {error}", file=sys.stderr)
         return 2
-    configure_logging(config)
+    native_log = NativeLogRoute()
+    try:
+        configure_logging(config)
+        return serve(config)
+    finally:
+        native_log.close()
+
+
+def serve(config: Config) -> int:
+    """Start, serve until SIGTERM or SIGINT, then drain and stop."""
     log.info("effective configuration: %s", json.dumps(config.redacted()))
     try:
         running = start_server(config)

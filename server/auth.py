@@ -14,7 +14,7 @@ from typing import Any, AnyStr
 
 import grpc
 
-from server.errors import abort_with, rich_status
+from licensing_server.errors import abort_with, rich_status
 
 SERVICE = "/licensing.v1.LicenseService/"
 

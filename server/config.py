@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from server.domain.license import iso_time
+from licensing_server.domain.license import iso_time
 
 ENV_PREFIX = "LICENSING_"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from server import RELEASED_AT
-from server.domain.deployment import check_pins, first_deployment, unpinned_date_warning
-from server.domain.license import Deployment, iso_time
-from server.domain.runtime import RuntimeState
-from server.storage import Storage
+from licensing_server import RELEASED_AT
+from licensing_server.domain.deployment import check_pins, first_deployment, unpinned_date_warning
+from licensing_server.domain.license import Deployment, iso_time
+from licensing_server.domain.runtime import RuntimeState
+from licensing_server.storage import Storage
 
 log = logging.getLogger("licensing")
 

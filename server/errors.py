@@ -19,8 +19,8 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.domain.refusal import Refused
-from server.store import StoreError
+from licensing_server.domain.refusal import Refused
+from licensing_server.store import StoreError
 
 log = logging.getLogger("licensing")
 

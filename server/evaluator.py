@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from server.service import LicensingService
+from licensing_server.service import LicensingService
 
 log = logging.getLogger("licensing")
 

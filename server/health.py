@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from grpc_health.v1 import health, health_pb2
 
-from server.loop import ServerLoop
+from licensing_server.loop import ServerLoop
 
 SERVICE_NAME = health.SERVICE_NAME
 

@@ -34,14 +34,14 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 from licensing.v1 import licensing_pb2
 
-from server.auth import TokenCheck
-from server.config import join_host_port
-from server.console import console_routes
-from server.domain.refusal import Refused, quote
-from server.errors import failure_status, rich_status
-from server.metrics import HttpMetrics
-from server.servicer import LicenseServicer
-from server.transcoding import (
+from licensing_server.auth import TokenCheck
+from licensing_server.config import join_host_port
+from licensing_server.console import console_routes
+from licensing_server.domain.refusal import Refused, quote
+from licensing_server.errors import failure_status, rich_status
+from licensing_server.metrics import HttpMetrics
+from licensing_server.servicer import LicenseServicer
+from licensing_server.transcoding import (
     HttpRoute,
     admin_api_routes,
     message_json,

@@ -22,9 +22,14 @@ import threading
 from dataclasses import replace
 from enum import StrEnum
 
-from server.domain.license import LicenseRejected, RejectionReason, normalize
-from server.service import LicenseFileReport, LicenseSource, LicensingService, token_sha256
-from server.storage import Storage
+from licensing_server.domain.license import LicenseRejected, RejectionReason, normalize
+from licensing_server.service import (
+    LicenseFileReport,
+    LicenseSource,
+    LicensingService,
+    token_sha256,
+)
+from licensing_server.storage import Storage
 
 log = logging.getLogger("licensing")
 

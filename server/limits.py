@@ -9,7 +9,7 @@ strikes.
 
 from __future__ import annotations
 
-from server.config import Config
+from licensing_server.config import Config
 
 
 def _ms(seconds: float) -> int:

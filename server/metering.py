@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from server.storage import DayJudge, DayOutcome, Storage, UsageReport, UsageTicket
+from licensing_server.storage import DayJudge, DayOutcome, Storage, UsageReport, UsageTicket
 
 
 class UsageMeter:

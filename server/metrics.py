@@ -27,9 +27,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from server.config import join_host_port, split_host_port
-from server.domain.runtime import RuntimeState
-from server.service import LicensingService
+from licensing_server.config import join_host_port, split_host_port
+from licensing_server.domain.runtime import RuntimeState
+from licensing_server.service import LicensingService
 
 # 50 us .. 1 s: CheckWrite is answered from memory in well under a millisecond.
 RPC_BUCKETS = (

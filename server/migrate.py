@@ -16,10 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from server.config import env_name, redact_database_url
-from server.migrations import TABLES
-from server.storage import StoreError
-from server.store import DATABASE_NAME, Store
+from licensing_server.config import env_name, redact_database_url
+from licensing_server.migrations import TABLES
+from licensing_server.storage import StoreError
+from licensing_server.store import DATABASE_NAME, Store
 
 
 class MigrationRefused(Exception):
@@ -28,7 +28,7 @@ class MigrationRefused(Exception):
 
 def migrate(data_dir: Path, database_url: str) -> dict[str, int]:
     """Copy the deployment in `data_dir` into the database; the rows copied per table."""
-    from server.postgres_store import PostgresStore
+    from licensing_server.postgres_store import PostgresStore
 
     if not (data_dir / DATABASE_NAME).is_file():
         raise MigrationRefused(f"{data_dir} holds no {DATABASE_NAME}: nothing to move")

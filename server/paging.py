@@ -13,7 +13,7 @@ import binascii
 import json
 from dataclasses import dataclass
 
-from server.domain.refusal import Refused
+from licensing_server.domain.refusal import Refused
 
 DEFAULT_PAGE_SIZE = 1_000
 MAX_PAGE_SIZE = 10_000

@@ -33,10 +33,10 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from server.config import redact_database_url
-from server.domain.usage import IntervalRow, UsageInterval, UsageTracker, placed_after
-from server.migrations import MIGRATIONS, TABLES
-from server.storage import (
+from licensing_server.config import redact_database_url
+from licensing_server.domain.usage import IntervalRow, UsageInterval, UsageTracker, placed_after
+from licensing_server.migrations import MIGRATIONS, TABLES
+from licensing_server.storage import (
     DayJudge,
     DayOutcome,
     GroupCommit,

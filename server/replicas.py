@@ -14,8 +14,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from server.service import LicensingService
-from server.storage import Storage
+from licensing_server.service import LicensingService
+from licensing_server.storage import Storage
 
 log = logging.getLogger("licensing")
 

@@ -21,9 +21,9 @@ from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from server.deployment import load_deployment
-from server.domain.clock import CLOCK_STEP_TOLERANCE, SECONDS_PER_DAY, Clock, ServiceTime
-from server.domain.decision import (
+from licensing_server.deployment import load_deployment
+from licensing_server.domain.clock import CLOCK_STEP_TOLERANCE, SECONDS_PER_DAY, Clock, ServiceTime
+from licensing_server.domain.decision import (
     MAX_RESOURCE_TYPE_CHARS,
     Decision,
     Enforcement,
@@ -33,7 +33,7 @@ from server.domain.decision import (
     check_request,
     days_left,
 )
-from server.domain.license import (
+from licensing_server.domain.license import (
     Deployment,
     License,
     LicenseRejected,
@@ -43,7 +43,7 @@ from server.domain.license import (
     verify_license,
     verify_signed,
 )
-from server.domain.runtime import (
+from licensing_server.domain.runtime import (
     OBSERVED_SHARE,
     Calendar,
     DayWindow,
@@ -55,9 +55,15 @@ from server.domain.runtime import (
     judge,
     observed_seconds,
 )
-from server.domain.usage import DayPeak, IntervalRow, check_day, check_report, peak_between
-from server.metering import UsageMeter
-from server.storage import (
+from licensing_server.domain.usage import (
+    DayPeak,
+    IntervalRow,
+    check_day,
+    check_report,
+    peak_between,
+)
+from licensing_server.metering import UsageMeter
+from licensing_server.storage import (
     DayOutcome,
     SharedState,
     StaleState,

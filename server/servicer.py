@@ -13,13 +13,13 @@ from licensing.snapshot import STATES, decision_proto, timestamp, warning_proto
 from licensing.v1 import licensing_pb2 as pb
 from licensing.v1 import licensing_pb2_grpc
 
-from server.domain.decision import Decision, Operation
-from server.domain.license import Deployment, License
-from server.domain.usage import DEFAULT_HISTORY_DAYS, check_history_request
-from server.errors import abort, abort_with, answers_failures, failure_status
-from server.group_commit import GroupCommit
-from server.paging import requested_page
-from server.service import (
+from licensing_server.domain.decision import Decision, Operation
+from licensing_server.domain.license import Deployment, License
+from licensing_server.domain.usage import DEFAULT_HISTORY_DAYS, check_history_request
+from licensing_server.errors import abort, abort_with, answers_failures, failure_status
+from licensing_server.group_commit import GroupCommit
+from licensing_server.paging import requested_page
+from licensing_server.service import (
     DayRecord,
     LicenseFileReport,
     LicenseSource,
@@ -27,7 +27,7 @@ from server.service import (
     StateChange,
     Status,
 )
-from server.watch import EnforcementFeed, TooManyWatchers
+from licensing_server.watch import EnforcementFeed, TooManyWatchers
 
 DECISION_CACHE_SIZE = 64
 

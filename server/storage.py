@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from server.domain.usage import IntervalRow
+from licensing_server.domain.usage import IntervalRow
 
 
 class StoreError(Exception):

@@ -25,9 +25,9 @@ from typing import Any
 
 import sqlite_utils
 
-from server.domain.usage import IntervalRow, UsageInterval, UsageTracker
-from server.migrations import MIGRATIONS, TABLES
-from server.storage import (
+from licensing_server.domain.usage import IntervalRow, UsageInterval, UsageTracker
+from licensing_server.migrations import MIGRATIONS, TABLES
+from licensing_server.storage import (
     DayJudge,
     DayOutcome,
     GroupCommit,

@@ -22,7 +22,7 @@ from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, Servic
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
-from server.domain.refusal import Refused, quote
+from licensing_server.domain.refusal import Refused, quote
 
 # how much of a parse error's text an answer may quote (it can hold request text)
 ERROR_DETAIL_CHARS = 120

@@ -21,7 +21,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.domain.license import (
+from licensing_server.domain.license import (
     LicenseRejected,
     issue_license,
     load_private_key,

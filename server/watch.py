@@ -25,7 +25,7 @@ from google.protobuf.duration_pb2 import Duration
 from licensing.snapshot import snapshot_proto, timestamp
 from licensing.v1 import licensing_pb2 as pb
 
-from server.domain.decision import Enforcement
+from licensing_server.domain.decision import Enforcement
 
 log = logging.getLogger("licensing")
 

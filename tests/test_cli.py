@@ -401,3 +401,91 @@ def test_usage_of_one_day_with_instances_lists_every_instance_of_its_peak(
         "peak at 2026-12-31T22:00:00Z; the first 1000 instances of more "
         "(every one: licensectl usage --day 2026-12-31 --instances):"
     ) in several.stdout
+
+
+def licensectl_into_a_closed_pipe(harness: Harness, *args: str) -> subprocess.CompletedProcess[str]:
+    """licensectl whose reader went away before it wrote, as `licensectl status | head -0`."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LICENSING_")}
+    environ.update(LICENSING_SERVER=harness.target, LICENSING_TOKEN=ADMIN_TOKEN)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "licensing.cli", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environ,
+            timeout=CLI_TIMEOUT,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+
+def test_a_reader_that_stops_early_is_no_error_and_the_exit_code_still_tells_the_outcome(
+    harness: Harness, vendor: Vendor, tmp_path: Path
+) -> None:
+    status = licensectl_into_a_closed_pipe(harness, "status")
+    assert (status.returncode, status.stderr) == (0, "")
+
+    expired = vendor.issue(effective_at=START - 30 * DAY, expires_at=START - DAY)
+    path = license_file(tmp_path, "expired.jws", expired)
+    invalid = licensectl_into_a_closed_pipe(harness, "validate", path)
+    assert (invalid.returncode, invalid.stderr) == (1, "")
+
+    helped = licensectl_into_a_closed_pipe(harness, "--help")
+    assert (helped.returncode, helped.stderr) == (0, "")
+
+
+def json_error(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    """The one JSON object that licensectl --json writes to stderr when it fails."""
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    error: dict[str, object] = json.loads(line)
+    assert set(error) == {"error", "code", "reason", "message"}
+    return error
+
+
+def test_with_json_an_error_is_one_json_object_on_stderr(
+    harness: Harness, vendor: Vendor, tmp_path: Path
+) -> None:
+    impostor = Vendor(Ed25519PrivateKey.generate(), vendor.kid, vendor.public_path)
+    forged = license_file(tmp_path, "forged.jws", impostor.issue())
+    rejected = operator(harness, "--json", "upload", forged)
+    assert rejected.returncode == 1
+    error = json_error(rejected)
+    assert (error["code"], error["reason"]) == ("INVALID_ARGUMENT", "BAD_SIGNATURE")
+    assert error["error"] == f"BAD_SIGNATURE: {error['message']}"
+
+    no_token = operator(harness, "status", "--json", token=None)
+    assert no_token.returncode == 3
+    error = json_error(no_token)
+    assert (error["code"], error["reason"]) == ("UNAUTHENTICATED", "MISSING_TOKEN")
+    assert (
+        error["error"] == f"MISSING_TOKEN: {error['message']} (pass --token or set LICENSING_TOKEN)"
+    )
+
+    # nothing was sent: no status code, no reason
+    for args in (["upload", str(tmp_path / "missing.jws")], ["usage", "--days", "0"]):
+        usage = operator(harness, "--json", *args)
+        assert usage.returncode == 2
+        error = json_error(usage)
+        assert (error["code"], error["reason"]) == (None, None)
+        assert error["error"] == error["message"]
+
+
+@pytest.mark.parametrize("output", [[], ["--json"]], ids=["text", "json"])
+def test_a_tls_failure_is_one_line_without_grpcs_own_log_lines(
+    make_harness: Callable[..., Harness], tmp_path: Path, output: list[str]
+) -> None:
+    cert_path, key_path = self_signed_certificate(tmp_path)
+    harness = make_harness("--tls-cert", str(cert_path), "--tls-key", str(key_path))
+    # the server's certificate is not among the system's roots: the handshake fails
+    failed = operator(harness, "--tls", "--timeout", "5", *output, "status")
+    assert failed.returncode == 3
+    [line] = failed.stderr.splitlines()
+    if output:
+        assert json.loads(line)["code"] in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+    else:
+        assert line.startswith(("error: UNAVAILABLE: ", "error: DEADLINE_EXCEEDED: "))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.config import OPTIONS, ConfigError, env_name, flag_name, load_config
+from licensing_server.config import OPTIONS, ConfigError, env_name, flag_name, load_config
 
 
 def write(path: Path, text: str) -> Path:

@@ -28,7 +28,7 @@ from conftest import (
     self_signed_certificate,
 )
 
-from server.console import CONTENT_SECURITY_POLICY, load_assets
+from licensing_server.console import CONTENT_SECURITY_POLICY, load_assets
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # headless in a container: no sandbox (root), no GPU, and nothing that would reach out

@@ -31,7 +31,7 @@ from licensing.snapshot import (
 )
 from licensing.v1 import licensing_pb2 as pb
 
-from server.domain.license import License
+from licensing_server.domain.license import License
 
 DAY = 86_400.0
 # 2020-01-01 to 2100-01-01: the instants a running service sees

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from server.domain.decision import (
+from licensing_server.domain.decision import (
     DecisionReason,
     Enforcement,
     InvalidWriteCheck,
@@ -16,8 +16,8 @@ from server.domain.decision import (
     WarningKind,
     check_request,
 )
-from server.domain.license import License, iso_time
-from server.domain.runtime import NORMAL, RuntimeState, Standing
+from licensing_server.domain.license import License, iso_time
+from licensing_server.domain.runtime import NORMAL, RuntimeState, Standing
 
 DAY = 86_400.0
 NOW = 1_800_000_000.0

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from server.config import OPTIONS, env_name, load_config
+from licensing_server.config import OPTIONS, env_name, load_config
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

@@ -31,11 +31,11 @@ from conftest import (
 )
 from licensing.client import LicensingError
 
-from server import RELEASED_AT
-from server.app import StartupError, start_server
-from server.domain.clock import ManualClock
-from server.domain.license import iso_time
-from server.store import DATABASE_NAME
+from licensing_server import RELEASED_AT
+from licensing_server.app import StartupError, start_server
+from licensing_server.domain.clock import ManualClock
+from licensing_server.domain.license import iso_time
+from licensing_server.store import DATABASE_NAME
 
 
 def config_pinning(data_dir: Path, vendor: Vendor, *pins: str) -> Any:

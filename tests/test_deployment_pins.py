@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from server.domain.deployment import (
+from licensing_server.domain.deployment import (
     DeploymentRefused,
     check_pins,
     first_deployment,
     unpinned_date_warning,
 )
-from server.domain.license import Deployment
+from licensing_server.domain.license import Deployment
 
 # this version's release, and a first start a few weeks later
 RELEASED_AT = datetime(2026, 11, 27, tzinfo=UTC).timestamp()

@@ -22,7 +22,7 @@ from conftest import (
 )
 from licensing.client import LicensingClient
 
-from server.store import DATABASE_NAME
+from licensing_server.store import DATABASE_NAME
 
 GATEWAYS = 200
 # long enough that every instance still counts when the restarted server is asked

@@ -14,7 +14,7 @@ from conftest import DAY, START, Harness, Vendor, midnight_after
 from licensing.client import LicensingError, Operation
 from licensing.v1 import licensing_pb2 as pb
 
-from server.domain.license import iso_time
+from licensing_server.domain.license import iso_time
 
 # storage is part of every rule here: each test runs on SQLite and on PostgreSQL
 pytestmark = pytest.mark.both_backends

@@ -9,7 +9,7 @@ import pytest
 from conftest import Harness, Vendor, read_only
 from licensing.client import LicensingError, Operation
 
-from server.errors import failure_status
+from licensing_server.errors import failure_status
 
 # storage is part of every rule here: each test runs on SQLite and on PostgreSQL
 pytestmark = pytest.mark.both_backends

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from server.group_commit import GroupCommit
+from licensing_server.group_commit import GroupCommit
 
 
 class Ticket:

@@ -31,13 +31,13 @@ from licensing.client import LicensingClient
 from licensing.v1 import licensing_pb2 as pb
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.app import StartupError, start_server
-from server.config import load_config
-from server.console import console_routes
-from server.domain.clock import ManualClock
-from server.http_edge import SECURITY_HEADERS, HttpEdge
-from server.metrics import MetricsServer
-from server.transcoding import annotated_routes
+from licensing_server.app import StartupError, start_server
+from licensing_server.config import load_config
+from licensing_server.console import console_routes
+from licensing_server.domain.clock import ManualClock
+from licensing_server.http_edge import SECURITY_HEADERS, HttpEdge
+from licensing_server.metrics import MetricsServer
+from licensing_server.transcoding import annotated_routes
 
 ROOT = Path(__file__).resolve().parent.parent
 

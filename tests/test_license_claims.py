@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from server.domain.license import (
+from licensing_server.domain.license import (
     MAX_LICENSE_CHARS,
     Deployment,
     LicenseRejected,

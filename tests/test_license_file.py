@@ -14,8 +14,8 @@ from conftest import DAY, START, Harness, ServerProcess, Vendor, harness_for, se
 from licensing.client import Operation
 from licensing.v1 import licensing_pb2 as pb
 
-from server.domain.clock import ManualClock
-from server.license_file import LicenseFileWatcher
+from licensing_server.domain.clock import ManualClock
+from licensing_server.license_file import LicenseFileWatcher
 
 # storage is part of every rule here: each test runs on SQLite and on PostgreSQL
 pytestmark = pytest.mark.both_backends

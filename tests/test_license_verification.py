@@ -15,7 +15,7 @@ import pytest
 from conftest import DAY, DEPLOYMENT_ID, START, Vendor
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.domain.license import (
+from licensing_server.domain.license import (
     Deployment,
     LicenseRejected,
     RejectionReason,

@@ -35,7 +35,7 @@ from licensing.snapshot import timestamp
 from licensing.v1 import licensing_pb2 as pb
 from watching import ARRIVES_WITHIN
 
-from server.domain.clock import ManualClock
+from licensing_server.domain.clock import ManualClock
 
 RESOURCES = ["route", "license", "portal"]
 FEATURES = ["", "api7-gateway", "api7-portal"]

@@ -1,4 +1,4 @@
-"""LocalDecider against a real `python -m server` process that is killed and restarted.
+"""LocalDecider against a real `python -m licensing_server` process that is killed and restarted.
 
 The only waits are bounded polls for an outcome (the decider noticing the
 silence, the restarted server serving); no speed is asserted.

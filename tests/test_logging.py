@@ -20,11 +20,12 @@ from conftest import (
     ServerProcess,
     Vendor,
     midnight_after,
+    self_signed_certificate,
 )
-from licensing.client import LicensingError, Operation
+from licensing.client import LicensingClient, LicensingError, Operation
 
-from server.license_file import LicenseFileWatcher
-from server.metrics import MetricsServer
+from licensing_server.license_file import LicenseFileWatcher
+from licensing_server.metrics import MetricsServer
 
 WRONG_TOKEN = "wrong-token-that-must-not-be-logged"
 SECRETS = (ADMIN_TOKEN, GATEWAY_TOKEN, CONTROL_PLANE_TOKEN, WRONG_TOKEN)
@@ -171,3 +172,36 @@ def test_the_start_logs_the_real_address_of_every_listener(
     )
     with urllib.request.urlopen(f"http://127.0.0.1:{running.metrics_port}/metrics", timeout=10):
         pass
+
+
+def test_grpcs_own_lines_reach_the_json_log_as_json(
+    tmp_path: Path, vendor: Vendor, server_processes: Callable[..., ServerProcess]
+) -> None:
+    cert_path, key_path = self_signed_certificate(tmp_path)
+    server = server_processes(
+        tmp_path / "data",
+        vendor,
+        "--log-format",
+        "json",
+        "--log-level",
+        "DEBUG",
+        "--tls-cert",
+        str(cert_path),
+        "--tls-key",
+        str(key_path),
+        ca_cert=cert_path,
+    ).start()
+    # a client that speaks plaintext to the TLS port: gRPC's C core logs the failed handshake
+    with (
+        LicensingClient(server.target, token=ADMIN_TOKEN) as plaintext,
+        pytest.raises(LicensingError),
+    ):
+        plaintext.status()
+    assert server.terminate() == 0
+
+    entries = [json.loads(line) for line in server.log().splitlines()]
+    native = [entry for entry in entries if entry["logger"] == "grpc"]
+    assert any(
+        entry["level"] == "DEBUG" and entry["message"].startswith("Handshake failed")
+        for entry in native
+    ), native

@@ -15,8 +15,8 @@ from licensing.client import LicensingError, Operation
 from licensing.v1 import licensing_pb2 as pb
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.license_file import LicenseFileWatcher
-from server.metrics import MetricsServer
+from licensing_server.license_file import LicenseFileWatcher
+from licensing_server.metrics import MetricsServer
 
 METRICS = ("--metrics-listen", "127.0.0.1:0")
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from conftest import DAY, START, Harness, Vendor, midnight_after, read_database
 
-from server.app import main
-from server.migrations import TABLES
-from server.postgres_store import PostgresStore
-from server.store import Store
+from licensing_server.app import main
+from licensing_server.migrations import TABLES
+from licensing_server.postgres_store import PostgresStore
+from licensing_server.store import Store
 
 
 def every_row(tables: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:

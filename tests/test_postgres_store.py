@@ -18,12 +18,12 @@ from conftest import START
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.deployment import load_deployment
-from server.domain.usage import IntervalRow, peak_between
-from server.migrations import MIGRATIONS, TABLES
-from server.postgres_store import PostgresStore
-from server.storage import DayOutcome, StaleState, StandingRow, Storage, UsageReport
-from server.store import DATABASE_NAME, Store
+from licensing_server.deployment import load_deployment
+from licensing_server.domain.usage import IntervalRow, peak_between
+from licensing_server.migrations import MIGRATIONS, TABLES
+from licensing_server.postgres_store import PostgresStore
+from licensing_server.storage import DayOutcome, StaleState, StandingRow, Storage, UsageReport
+from licensing_server.store import DATABASE_NAME, Store
 
 TTL = 30.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,10 +26,10 @@ from conftest import (
 from licensing.client import LicensingClient, LicensingError, Operation
 from licensing.v1 import licensing_pb2 as pb
 
-from server.app import DEV_KEY_DIR, DEV_KEY_ID, StartupError, start_server
-from server.config import load_config
-from server.domain.clock import ManualClock
-from server.domain.license import load_private_key, private_key_pem
+from licensing_server.app import DEV_KEY_DIR, DEV_KEY_ID, StartupError, start_server
+from licensing_server.config import load_config
+from licensing_server.domain.clock import ManualClock
+from licensing_server.domain.license import load_private_key, private_key_pem
 
 
 def current_license(vendor: Vendor, **overrides: object) -> str:
@@ -77,14 +78,21 @@ def test_sigterm_drains_and_exits_cleanly(
     assert "stopped" in server.log()
 
 
-def test_a_second_server_on_the_same_port_fails_with_a_clear_error(
+def test_a_second_server_on_the_same_port_fails_with_a_clear_error_in_its_json_log(
     tmp_path: Path, vendor: Vendor, server_processes: Callable[..., ServerProcess]
 ) -> None:
     first = server_processes(tmp_path / "a", vendor).start()
-    second = ServerProcess(tmp_path / "b", vendor, port=first.port)
+    second = ServerProcess(tmp_path / "b", vendor, "--log-format", "json", port=first.port)
     result = subprocess.run(second.args, capture_output=True, text=True, env=first.env, timeout=60)
     assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{first.port}" in result.stderr
+    # gRPC's own line about the port is in the log too, as JSON
+    entries = [json.loads(line) for line in result.stderr.splitlines()]
+    errors = [(entry["logger"], entry["message"]) for entry in entries if entry["level"] == "ERROR"]
+    assert errors[-1] == (
+        "licensing",
+        f"cannot start: cannot listen on 127.0.0.1:{first.port}: Address already in use",
+    )
+    assert "GRPC_VERBOSITY" not in result.stderr
     # the first server is unaffected
     with first.client() as admin:
         admin.status()
@@ -157,7 +165,7 @@ def test_license_vendor_makes_keys_and_issues_a_license_the_server_accepts(
     tmp_path: Path, make_harness: Callable[..., Harness]
 ) -> None:
     keys = tmp_path / "keys"
-    vendor_cli = [sys.executable, "-m", "server.vendor"]
+    vendor_cli = [sys.executable, "-m", "licensing_server.vendor"]
     subprocess.run(
         [*vendor_cli, "keygen", "--kid", "vendor-2027", "--out", str(keys)], check=True, timeout=60
     )
@@ -194,7 +202,7 @@ def test_license_vendor_makes_keys_and_issues_a_license_the_server_accepts(
 
 def test_license_vendor_refuses_to_issue_a_malformed_license(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
-    vendor_cli = [sys.executable, "-m", "server.vendor"]
+    vendor_cli = [sys.executable, "-m", "licensing_server.vendor"]
     subprocess.run(
         [*vendor_cli, "keygen", "--kid", "k", "--out", str(keys)], check=True, timeout=60
     )
@@ -237,7 +245,7 @@ def test_license_vendor_refuses_to_issue_from_arguments_that_are_not_utf8(
     args: list[str | bytes] = [
         sys.executable,
         "-m",
-        "server.vendor",
+        "licensing_server.vendor",
         "issue",
         "--key",
         str(key_path),

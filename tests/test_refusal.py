@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.domain.refusal import Refused, quote
+from licensing_server.domain.refusal import Refused, quote
 
 
 def test_a_refusal_carries_its_reason_code_and_its_sentence() -> None:

@@ -37,8 +37,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from licensing.client import LicensingClient, LicensingError, Operation
 from licensing.v1 import licensing_pb2 as pb
 
-from server.domain.clock import ManualClock
-from server.postgres_store import PostgresStore
+from licensing_server.domain.clock import ManualClock
+from licensing_server.postgres_store import PostgresStore
 
 GATEWAYS = 200
 # every instance still counts when the replicas are asked

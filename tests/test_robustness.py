@@ -29,7 +29,7 @@ from licensing.client import LicensingClient, LicensingError, Operation
 from licensing.v1 import licensing_pb2 as pb
 from raw_http2 import RawConnection
 
-from server.store import DATABASE_NAME
+from licensing_server.store import DATABASE_NAME
 
 SERVICE = "/licensing.v1.LicenseService/"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"

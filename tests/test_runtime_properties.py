@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.domain.runtime import (
+from licensing_server.domain.runtime import (
     NORMAL,
     Calendar,
     Judgement,

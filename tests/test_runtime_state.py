@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
-from server.domain.runtime import (
+from licensing_server.domain.runtime import (
     NORMAL,
     Calendar,
     DayWindow,

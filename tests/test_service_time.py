@@ -7,7 +7,7 @@ alone) for any test of a time rule to mean something.
 
 from __future__ import annotations
 
-from server.domain.clock import ManualClock, ServiceTime
+from licensing_server.domain.clock import ManualClock, ServiceTime
 
 START = 1_800_000_000.0
 DAY = 86_400.0

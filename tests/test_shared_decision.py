@@ -10,9 +10,9 @@ import licensing.decision
 from licensing.client import Operation as ClientOperation
 from licensing.v1 import licensing_pb2 as pb
 
-import server.domain.decision
-import server.domain.runtime
-from server.domain.license import iso_time
+import licensing_server.domain.decision
+import licensing_server.domain.runtime
+from licensing_server.domain.license import iso_time
 
 IMPORT_TIMEOUT = 60.0
 
@@ -47,12 +47,12 @@ print(json.dumps(sorted(m for m in loaded if m not in sys.stdlib_module_names)))
 
 
 def test_the_server_decides_with_the_client_packages_decision_table() -> None:
-    assert server.domain.decision.Enforcement is licensing.decision.Enforcement
-    assert server.domain.decision.Decision is licensing.decision.Decision
-    assert server.domain.decision.DecisionReason is licensing.decision.DecisionReason
-    assert server.domain.decision.Operation is licensing.decision.Operation
-    assert server.domain.runtime.RuntimeState is licensing.decision.RuntimeState
-    assert server.domain.runtime.Standing is licensing.decision.Standing
+    assert licensing_server.domain.decision.Enforcement is licensing.decision.Enforcement
+    assert licensing_server.domain.decision.Decision is licensing.decision.Decision
+    assert licensing_server.domain.decision.DecisionReason is licensing.decision.DecisionReason
+    assert licensing_server.domain.decision.Operation is licensing.decision.Operation
+    assert licensing_server.domain.runtime.RuntimeState is licensing.decision.RuntimeState
+    assert licensing_server.domain.runtime.Standing is licensing.decision.Standing
     assert iso_time is licensing.decision.iso_time
 
 
@@ -62,7 +62,7 @@ def test_the_decision_table_needs_nothing_but_the_standard_library() -> None:
 
 def test_the_client_package_never_imports_the_server() -> None:
     statement = "import licensing.client, licensing.cli, licensing.decision, licensing.snapshot"
-    assert "server" not in modules_loaded_by(statement, refuse="server")
+    assert "licensing_server" not in modules_loaded_by(statement, refuse="licensing_server")
 
 
 def test_the_client_and_the_decision_table_name_operations_as_the_proto_does() -> None:

@@ -14,7 +14,7 @@ import pytest
 import sqlite_utils
 from conftest import ServerProcess, Vendor
 
-from server.store import DATABASE_NAME, MIGRATIONS, Store, StoreError
+from licensing_server.store import DATABASE_NAME, MIGRATIONS, Store, StoreError
 
 
 def user_version(path: Path) -> int:
@@ -109,7 +109,7 @@ def held_to_permissions() -> list[str]:
 
 
 def refused_start(data_dir: Path, vendor: Vendor) -> str:
-    """Start `python -m server` on `data_dir`, held to permissions; return its log of refusal."""
+    """`python -m licensing_server` on `data_dir`, held to permissions: why it refused to start."""
     process = ServerProcess(data_dir, vendor)
     result = subprocess.run(
         [*held_to_permissions(), *process.args],

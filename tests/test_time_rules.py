@@ -17,7 +17,7 @@ from conftest import DAY, START, Harness, Vendor, midnight_after, read_only
 from licensing.client import LicensingError, Operation
 from licensing.v1 import licensing_pb2 as pb
 
-from server.store import StoreError
+from licensing_server.store import StoreError
 
 # storage is part of every rule here: each test runs on SQLite and on PostgreSQL
 pytestmark = pytest.mark.both_backends

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.domain.refusal import Refused
-from server.domain.usage import (
+from licensing_server.domain.refusal import Refused
+from licensing_server.domain.usage import (
     MAX_CORES,
     IntervalRow,
     UsageRejected,

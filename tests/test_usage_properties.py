@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.domain.usage import IntervalRow, UsageInterval, UsageTracker, peak_between
+from licensing_server.domain.usage import IntervalRow, UsageInterval, UsageTracker, peak_between
 
 TTL = 30.0
 BASE = 1_000_000.0

@@ -34,8 +34,8 @@ from licensing.snapshot import timestamp
 from licensing.v1 import licensing_pb2 as pb
 from watching import ARRIVES_WITHIN, Subscriber
 
-from server.domain.clock import ManualClock
-from server.watch import EnforcementFeed
+from licensing_server.domain.clock import ManualClock
+from licensing_server.watch import EnforcementFeed
 
 SUBSCRIBED = pb.WATCH_ENFORCEMENT_EVENT_SUBSCRIBED
 CHANGED = pb.WATCH_ENFORCEMENT_EVENT_CHANGED

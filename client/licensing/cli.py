@@ -20,10 +20,21 @@ Options (before or after the command):
                          when the call fails. `watch` prints one JSON object a line
 
 Output is for a person by default: times in ISO 8601 UTC, runtime states by
-their names (NORMAL, DP_CORE_EXCEEDED, RESTRICTED). Errors go to stderr as
-`error: <REASON>: <message>`, where REASON is the stable reason code (for
+their names (NORMAL, DP_CORE_EXCEEDED, RESTRICTED). Errors go to stderr as one
+line, `error: <REASON>: <message>`, where REASON is the stable reason code (for
 example BAD_SIGNATURE or ROLE_NOT_ALLOWED), or the gRPC status code when the
-server sent none (for example UNAVAILABLE).
+server sent none (for example UNAVAILABLE). With --json an error is one JSON
+object on stderr instead:
+
+    {"error": "BAD_SIGNATURE: ...", "code": "INVALID_ARGUMENT",
+     "reason": "BAD_SIGNATURE", "message": "..."}
+
+`error` is the line a person would read, `code` the gRPC status code and
+`reason` the stable reason code (both null when nothing was sent, as for a bad
+argument), `message` the server's (or the command line's) own words.
+
+A reader that stops early (`licensectl status | head -1`) is not an error: the
+exit code still says how the call went.
 
 Exit codes:
     0  success; for `watch`, stopped by Ctrl-C or by its reader closing the pipe
@@ -38,13 +49,21 @@ Exit codes:
 
 from __future__ import annotations
 
-import argparse
 import os
+
+# gRPC's C core writes lines of its own to stderr (a failed TLS handshake, for one), which would
+# break the one-line errors: the failure reaches the CLI as a status anyway. Set before grpc is
+# imported; an operator's own GRPC_VERBOSITY still wins.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import argparse
+import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import json_format
@@ -78,6 +97,22 @@ LICENSE_REJECTION_REASONS = frozenset(
 
 class UsageError(Exception):
     """Something the operator can fix on the command line; exits 2."""
+
+
+class ArgumentError(UsageError):
+    """A bad argument, as argparse words it (after the usage line)."""
+
+    def __init__(self, message: str, prog: str, usage: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+        self.usage = usage
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument raises instead of printing, so --json can shape the error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ArgumentError(message, self.prog, self.format_usage())
 
 
 # --- formatting helpers ---------------------------------------------------------------
@@ -555,7 +590,7 @@ def add_connection_options(parser: argparse.ArgumentParser, with_defaults: bool)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         prog="licensectl",
         description="Manage and inspect the gateway license held by LicenseService.",
         epilog="Exit codes: 0 success; 1 license rejected or invalid; 2 usage error or "
@@ -660,17 +695,51 @@ def usage_of_one_day_with_every_peak_instance(
     return history
 
 
-def failure(error: LicensingError, args: argparse.Namespace) -> tuple[str, int]:
-    """The stderr line and exit code for a failed call."""
-    reason = error.reason or error.code.name
-    line = f"error: {reason}: {error.message}"
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A command that did not do what was asked."""
+
+    exit_code: int
+    message: str
+    # the gRPC status code and the stable reason code; None when nothing was sent
+    code: str | None = None
+    reason: str | None = None
+    hint: str = ""
+
+    def summary(self) -> str:
+        label = self.reason or self.code
+        text = f"{label}: {self.message}" if label else self.message
+        return f"{text} ({self.hint})" if self.hint else text
+
+    def as_json(self) -> str:
+        return json.dumps(
+            {
+                "error": self.summary(),
+                "code": self.code,
+                "reason": self.reason,
+                "message": self.message,
+            }
+        )
+
+
+def call_failure(error: LicensingError, args: argparse.Namespace) -> Failure:
+    """What a failed call means for the operator, and its exit code."""
+    code = error.code.name
+    reason = error.reason or None
+    message = one_line(error.message)
     if error.code == grpc.StatusCode.INVALID_ARGUMENT:
-        return line, EXIT_REJECTED if error.reason in LICENSE_REJECTION_REASONS else EXIT_USAGE
+        rejected = error.reason in LICENSE_REJECTION_REASONS
+        return Failure(EXIT_REJECTED if rejected else EXIT_USAGE, message, code, reason)
+    hint = ""
     if error.reason == "MISSING_TOKEN":
-        line += f" (pass --token or set {TOKEN_ENV})"
+        hint = f"pass --token or set {TOKEN_ENV}"
     elif error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        line += f" (server {args.server}; set --server or {SERVER_ENV})"
-    return line, EXIT_CALL_FAILED
+        hint = f"server {args.server}; set --server or {SERVER_ENV}"
+    return Failure(EXIT_CALL_FAILED, message, code, reason, hint)
 
 
 def watch(args: argparse.Namespace, client: LicensingClient) -> int:
@@ -704,34 +773,76 @@ def watch(args: argparse.Namespace, client: LicensingClient) -> int:
     return EXIT_CALL_FAILED
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@dataclass(frozen=True)
+class Outcome:
+    """What to print where, and the exit code."""
+
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+def execute(arguments: Sequence[str]) -> Outcome:
+    as_json = "--json" in arguments
     try:
+        args = build_parser().parse_args(arguments)
         # an unreadable file is reported before anything is sent
         license_text = read_license(args.file) if "file" in args else ""
         with connect(args) as client:
             if args.command == "watch":
-                return watch(args, client)
+                # the stream prints as it comes; nothing is left to print at the end
+                return Outcome(watch(args, client))
             response, lines, code = run(args, client, license_text)
+    except ArgumentError as error:
+        if as_json:
+            return Outcome(EXIT_USAGE, stderr=Failure(EXIT_USAGE, str(error)).as_json() + "\n")
+        return Outcome(EXIT_USAGE, stderr=f"{error.usage}{error.prog}: error: {error}\n")
     except UsageError as error:
-        print(f"licensectl: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        failed = Failure(EXIT_USAGE, str(error))
+        line = failed.as_json() if as_json else f"licensectl: {failed.summary()}"
+        return Outcome(EXIT_USAGE, stderr=line + "\n")
     except LicensingError as error:
-        line, code = failure(error, args)
-        print(line, file=sys.stderr)
-        return code
+        failed = call_failure(error, args)
+        line = failed.as_json() if as_json else f"error: {failed.summary()}"
+        return Outcome(failed.exit_code, stderr=line + "\n")
     if args.json:
-        print(
-            json_format.MessageToJson(
-                response,
-                preserving_proto_field_name=True,
-                # scripts can read `valid: false` or `pending: false` instead of a missing key
-                always_print_fields_with_no_presence=True,
-            )
+        text = json_format.MessageToJson(
+            response,
+            preserving_proto_field_name=True,
+            # scripts can read `valid: false` or `pending: false` instead of a missing key
+            always_print_fields_with_no_presence=True,
         )
     else:
-        print("\n".join(lines))
-    return code
+        text = "\n".join(lines)
+    return Outcome(code, stdout=text + "\n")
+
+
+def reader_went_away() -> None:
+    """The signal module's advice for SIGPIPE: Python flushes the standard streams again at
+    exit, so point them at /dev/null rather than fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, sys.stderr.fileno())
+    os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    try:
+        outcome = execute(arguments)
+    except BrokenPipeError:  # `licensectl --help | head -1`
+        reader_went_away()
+        return EXIT_OK
+    try:
+        for stream, text in ((sys.stdout, outcome.stdout), (sys.stderr, outcome.stderr)):
+            if text:
+                stream.write(text)
+                stream.flush()
+    except BrokenPipeError:
+        # `licensectl status | head -1`: the call went as the exit code says, whoever stopped
+        # reading its output
+        reader_went_away()
+    return outcome.exit_code
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ One file per job:
   loop on a fixed schedule, a subprocess pinned to its own CPU;
 * `http_load`: the Admin API's load generator, `GET /api/license` over
   keep-alive HTTP/1.1 connections, plaintext and HTTPS;
-* `runner`: starts the real server (`python -m server`, a license installed)
+* `runner`: starts the real server (`python -m licensing_server`, a license installed)
   and the ceilings, pinned to one CPU, and drives them in interleaved rounds;
 * `offline`: the nightly evaluation of 10,000 instances and the storage per
   instance-day, each in a process of its own;

@@ -22,8 +22,8 @@ from typing import Any
 
 import grpc
 
-from server.config import load_config
-from server.limits import channel_options
+from licensing_server.config import load_config
+from licensing_server.limits import channel_options
 
 from .common import HOT_METHODS, MESSAGES, SERVICE
 

@@ -77,7 +77,7 @@ def bench_license(key_dir: Path, around: float, serial_number: str) -> tuple[str
 
     Returns the license text and the public key's path (trust it as KEY_ID).
     """
-    from server.vendor import keygen
+    from licensing_server.vendor import keygen
 
     _, public_path = keygen(KEY_ID, key_dir)
     return sign_bench_license(key_dir, around, serial_number), public_path
@@ -85,7 +85,7 @@ def bench_license(key_dir: Path, around: float, serial_number: str) -> tuple[str
 
 def sign_bench_license(key_dir: Path, around: float, serial_number: str) -> str:
     """Another license like bench_license's, signed with the key pair it made in `key_dir`."""
-    from server.domain.license import issue_license, load_private_key
+    from licensing_server.domain.license import issue_license, load_private_key
 
     return issue_license(
         load_private_key((key_dir / f"{KEY_ID}.private.pem").read_bytes()),

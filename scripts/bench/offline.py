@@ -25,7 +25,7 @@ CORE_CHOICES = (2, 4, 8, 16)
 
 def database_bytes(data_dir: Path) -> tuple[int, int]:
     """(main file, WAL file) sizes of the store's database."""
-    from server.store import DATABASE_NAME
+    from licensing_server.store import DATABASE_NAME
 
     main = data_dir / DATABASE_NAME
     wal = data_dir / f"{DATABASE_NAME}-wal"
@@ -51,10 +51,10 @@ def _sim_service(
 ) -> tuple[Any, Any]:
     """(LicensingService, store) on `data_dir` (or the PostgreSQL database at `database_url`),
     trusting the key in `key_dir`, default settings."""
-    from server.domain.license import load_public_key
-    from server.postgres_store import PostgresStore
-    from server.service import LicensingService, ServiceSettings
-    from server.store import Store
+    from licensing_server.domain.license import load_public_key
+    from licensing_server.postgres_store import PostgresStore
+    from licensing_server.service import LicensingService, ServiceSettings
+    from licensing_server.store import Store
 
     public = load_public_key((key_dir / f"{KEY_ID}.public.pem").read_bytes())
     settings = ServiceSettings(
@@ -73,7 +73,7 @@ def cmd_nightly_fill(args: argparse.Namespace) -> int:
     stretch of unchanged cores), stored through Store.write_usage; driving 86 million
     reports through report_usage would take hours and store the same rows.
     """
-    from server.domain.clock import ManualClock
+    from licensing_server.domain.clock import ManualClock
 
     data_dir, key_dir = Path(args.data_dir), Path(args.key_dir)
     start, midnight = SIM_DAY_START, SIM_DAY_START + DAY
@@ -108,7 +108,7 @@ def cmd_nightly_fill(args: argparse.Namespace) -> int:
 
 def cmd_nightly_eval(args: argparse.Namespace) -> int:
     """Start the service on the filled store (as a restart would) and time the midnight tick."""
-    from server.domain.clock import ManualClock
+    from licensing_server.domain.clock import ManualClock
 
     midnight = SIM_DAY_START + DAY
     clock = ManualClock(midnight + 5)
@@ -141,7 +141,7 @@ def cmd_nightly_eval(args: argparse.Namespace) -> int:
 
 def cmd_storage(args: argparse.Namespace) -> int:
     """`instances` gateways report the same cores every `interval` s, through report_usage."""
-    from server.domain.clock import ManualClock
+    from licensing_server.domain.clock import ManualClock
 
     data_dir, key_dir = Path(args.data_dir), Path(args.key_dir)
     start = SIM_DAY_START

@@ -1,8 +1,8 @@
 """PostgreSQL against SQLite, two replicas against one: `python -m scripts.bench postgres`.
 
-Each server is `python -m server` as a subprocess with the bench license installed and a fleet
-primed (every instance reported once, so measured reports extend intervals). Each PostgreSQL
-run gets a fresh schema in the given database, dropped at the end. In every round the
+Each server is `python -m licensing_server` as a subprocess with the bench license installed
+and a fleet primed (every instance reported once, so measured reports extend intervals). Each
+PostgreSQL run gets a fresh schema in the given database, dropped at the end. In every round the
 configurations run one after another, the order reversed every other round; figures are
 medians over the rounds. Then the open loop (gateways reporting on a fixed schedule) against
 one PostgreSQL replica, and the nightly evaluation of a filled day on PostgreSQL.
@@ -109,7 +109,7 @@ class PostgresBench:
         command = [
             sys.executable,
             "-m",
-            "server",
+            "licensing_server",
             "--listen",
             f"127.0.0.1:{port}",
             "--data-dir",

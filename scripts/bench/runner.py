@@ -255,7 +255,7 @@ class Bench:
         return [
             sys.executable,
             "-m",
-            "server",
+            "licensing_server",
             "--listen",
             "127.0.0.1:{port}",
             "--data-dir",
@@ -309,7 +309,7 @@ class Bench:
     def start_ours_https(self) -> ServerProcess:
         """A second server of ours, with TLS, for the Admin API over HTTPS (its gRPC, on TLS
         too, is not measured); the bench license uploaded over HTTPS."""
-        from server.dev_tls import self_signed_certificate
+        from licensing_server.dev_tls import self_signed_certificate
 
         cert_path, key_path = self_signed_certificate(self.workdir / "tls")
         tls_flags = ["--tls-cert", str(cert_path), "--tls-key", str(key_path)]

@@ -324,7 +324,7 @@ def render(results: WatchResults, args: argparse.Namespace, argv: Sequence[str])
         f"- machine: {os.cpu_count()} CPUs, {platform.machine()}, {platform.system()} "
         f"{platform.release()}",
         f"- Python {platform.python_version()}; code: {revision()}",
-        "- the server is `python -m server` with a license installed; LocalDecider, the "
+        "- the server is `python -m licensing_server` with a license installed; LocalDecider, the "
         "uploads and the gRPC client run in the benchmark's process, the load generator and "
         "the idle watchers in processes of their own",
         "",

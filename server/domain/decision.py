@@ -23,7 +23,7 @@ from licensing.decision import (
     request_problem,
 )
 
-from server.domain.refusal import Refused
+from licensing_server.domain.refusal import Refused
 
 __all__ = [
     "LICENSE_RESOURCE",

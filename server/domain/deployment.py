@@ -13,7 +13,7 @@ import math
 import uuid
 from datetime import UTC, datetime
 
-from server.domain.license import Deployment, iso_time
+from licensing_server.domain.license import Deployment, iso_time
 
 PIN_THE_DATE = "--deployment-date (LICENSING_DEPLOYMENT_DATE, deployment_date)"
 

@@ -37,8 +37,8 @@ from jwt.utils import base64url_decode
 # how every message writes an instant; the server's modules name it here
 from licensing.decision import iso_time as iso_time
 
-from server.domain.clock import SECONDS_PER_DAY
-from server.domain.refusal import Refused, quote
+from licensing_server.domain.clock import SECONDS_PER_DAY
+from licensing_server.domain.refusal import Refused, quote
 
 ALGORITHM = "EdDSA"
 TRIAL_DAYS = 90

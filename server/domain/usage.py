@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
-from server.domain.refusal import Refused, quote
+from licensing_server.domain.refusal import Refused, quote
 
 # the other forms date.fromisoformat takes (20270105, 2027-W01-1) name no stored day
 DAY_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
