@@ -124,6 +124,9 @@ class PostgresBench:
             str(BENCH_INSTANCE_TTL),
             "--log-level",
             "WARNING",
+            # replicas on one machine would share the Admin API's default port; it is not measured
+            "--http-listen",
+            "",
         ]
         if database_url:
             command += ["--database-url", database_url, "--max-workers", str(self.args.pg_workers)]
