@@ -121,3 +121,26 @@ def protobuf_version() -> str:
     from google.protobuf import __version__
 
     return str(__version__)
+
+
+def load_arguments(
+    target: str, method: str, concurrency: int, args: Any, server_pid: int
+) -> list[str]:
+    """The `load` subcommand's arguments: drive one server, measure it, print one JSON line."""
+    return [
+        "load",
+        "--target",
+        target,
+        "--method",
+        method,
+        "--concurrency",
+        str(concurrency),
+        "--duration",
+        str(args.duration),
+        "--warmup",
+        str(args.warmup),
+        "--fleet",
+        str(args.fleet),
+        "--server-pid",
+        str(server_pid),
+    ]

@@ -40,6 +40,7 @@ from .common import (
     TOKEN_ENV,
     bench_license,
     free_port,
+    load_arguments,
     revision,
 )
 
@@ -222,23 +223,9 @@ class PostgresBench:
             share = max(1, concurrency // len(servers))
             loads = [
                 self.generator(
-                    [
-                        "load",
-                        "--target",
-                        server.target,
-                        "--method",
-                        "ReportUsage",
-                        "--concurrency",
-                        str(share),
-                        "--duration",
-                        str(self.args.duration),
-                        "--warmup",
-                        str(self.args.warmup),
-                        "--fleet",
-                        str(self.args.fleet),
-                        "--server-pid",
-                        str(server.process.pid),
-                    ]
+                    load_arguments(
+                        server.target, "ReportUsage", share, self.args, server.process.pid
+                    )
                 )
                 for server in servers
             ]

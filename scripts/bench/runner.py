@@ -49,6 +49,7 @@ from .common import (
     bench_license,
     fleet_ids,
     free_port,
+    load_arguments,
     machine_busy_seconds,
 )
 
@@ -444,23 +445,7 @@ class Bench:
             self.wait_until_quiet()
         timeout = self.args.warmup + self.args.duration + 60
         raw = self._generator(
-            [
-                "load",
-                "--target",
-                server.target,
-                "--method",
-                method,
-                "--concurrency",
-                str(concurrency),
-                "--duration",
-                str(self.args.duration),
-                "--warmup",
-                str(self.args.warmup),
-                "--fleet",
-                str(self.args.fleet),
-                "--server-pid",
-                str(server.process.pid),
-            ],
+            load_arguments(server.target, method, concurrency, self.args, server.process.pid),
             self._token_for(method),
             timeout,
         )
