@@ -283,9 +283,7 @@ class Bench:
         key_dir = self.workdir / "vendor-keys"
         license_text, public_path = bench_license(key_dir, time.time(), "BENCH-0001")
         self.license_text, self.public_path = license_text, public_path
-        http_listen = (
-            "" if getattr(self.args, "without_http_edge", False) else "127.0.0.1:{http_port}"
-        )
+        http_listen = "" if self.args.without_http_edge else "127.0.0.1:{http_port}"
         server = self._spawn(
             OURS,
             self._our_command(self.workdir / "data", public_path, "--http-listen", http_listen),
@@ -647,9 +645,7 @@ class Bench:
         try:
             try:
                 self.measure_hot_paths()
-                if not getattr(self.args, "skip_http", False) and not getattr(
-                    self.args, "without_http_edge", False
-                ):
+                if not self.args.skip_http and not getattr(self.args, "without_http_edge", False):
                     self.measure_http()
                 if not self.args.skip_open_loop:
                     self.measure_open_loop()

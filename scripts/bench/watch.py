@@ -229,6 +229,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> WatchResults:
         warmup=args.warmup,
         duration=args.duration,
         fleet=1,
+        without_http_edge=args.without_http_edge,
     )
     bench = Bench(settings, argv)
     results = WatchResults()
@@ -437,6 +438,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--without-http-edge",
+        action="store_true",
+        help="run our server with the Admin API off (--http-listen '')",
+    )
     parser.add_argument(
         "--wait-idle",
         type=float,
