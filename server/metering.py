@@ -31,14 +31,6 @@ class UsageMeter:
         """Moves whenever the live total may have changed."""
         return self._store.usage_version
 
-    def report(
-        self, instance_id: str, cores: int, stopping: bool, now: Callable[[], float]
-    ) -> float:
-        """Apply one checked report; returns its receive time once it is durable."""
-        received_at, ticket = self.record(instance_id, cores, stopping, now)
-        self.commit(ticket)
-        return received_at
-
     def record(
         self, instance_id: str, cores: int, stopping: bool, now: Callable[[], float]
     ) -> tuple[float, UsageTicket[Any]]:
