@@ -329,7 +329,7 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
             server_loop.loop, service.now, max_watchers=max(1, config.max_concurrent_rpcs // 2)
         )
         service.watch_enforcement(feed)
-        servicer = LicenseServicer(service, server_loop.offload, feed)
+        servicer = LicenseServicer(service, server_loop.offload, feed, server_loop.commit_lane)
         licensing_pb2_grpc.add_LicenseServiceServicer_to_server(servicer, server)
         server_loop.run(server.start())
         http_edge = None

@@ -2,12 +2,14 @@
 carrying every report recorded before it started.
 
 Reports are applied in memory on the loop (no thread hop) and wait here for the
-commit that makes them durable. While one commit runs, the reports arriving
-meanwhile queue up, and the first of them to find no commit running starts the
-next one for all of them. A commit is short next to the work of answering a
-call, so once reports have been seen arriving together, a commit first gives
-the calls in flight GATHER_SECONDS to join it: under load, one hop to the pool
-and one transaction serve many reports. A lone gateway never waits.
+commit that makes them durable. The first caller to find no commit running
+leads one, in its own coroutine: a lone gateway pays for one hop to the pool
+and nothing else. Callers arriving while it runs wait for it to end and, if
+their reports came too late for it, the first of them leads the next one for
+all. A commit is short next to the work of answering a call, so once reports
+have been seen arriving together, a commit first gives the calls in flight
+GATHER_SECONDS to join it: under load, one hop and one transaction serve many
+reports.
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ class GroupCommit:
         self._commit = commit
         self._offload = offload
         self._gather_seconds = gather_seconds
-        self._running: asyncio.Future[None] | None = None
-        # callers waiting now, and whether the last commit carried more than one of them
+        self._committing = False
+        # one future per caller waiting for the running commit to end: a caller that gives
+        # up cancels its own, never the others'
+        self._followers: list[asyncio.Future[None]] = []
+        # callers waiting now, and whether the last commit started with more than one of them
         self._waiting = 0
         self._together = False
 
@@ -43,19 +48,38 @@ class GroupCommit:
         self._waiting += 1
         try:
             while not ticket.done:
-                running = self._running
-                if running is None:
-                    running = self._running = asyncio.ensure_future(self._run())
-                # shielded: a caller that gives up does not cancel the commit others wait for
-                await asyncio.shield(running)
+                if self._committing:
+                    ended = asyncio.get_running_loop().create_future()
+                    self._followers.append(ended)
+                    await ended
+                else:
+                    await self._lead()
         finally:
             self._waiting -= 1
 
-    async def _run(self) -> None:
+    async def _lead(self) -> None:
+        """One commit, run by this caller for every report queued when it starts."""
+        self._committing = True
         try:
-            # calls already received record their reports and join this commit
-            await asyncio.sleep(self._gather_seconds if self._together else 0)
+            if self._together:
+                # calls already received record their reports and join this commit
+                await asyncio.sleep(self._gather_seconds)
             self._together = self._waiting > 1
             await self._offload(self._commit)
+        except asyncio.CancelledError:
+            if not self._followers:
+                # the caller gave up, and no one else would commit what is queued
+                asyncio.ensure_future(self._offload(self._commit)).add_done_callback(_retrieved)
+            raise
         finally:
-            self._running = None
+            self._committing = False
+            followers, self._followers = self._followers, []
+            for ended in followers:
+                if not ended.done():
+                    ended.set_result(None)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """A commit no caller awaits: its outcome is in the tickets, so nothing is left to report."""
+    if not future.cancelled():
+        future.exception()

@@ -134,10 +134,17 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
     whatever touches the database or verifies a signature is offloaded.
     """
 
-    def __init__(self, service: LicensingService, offload: Offload, feed: EnforcementFeed) -> None:
+    def __init__(
+        self,
+        service: LicensingService,
+        offload: Offload,
+        feed: EnforcementFeed,
+        commit_lane: Offload | None = None,
+    ) -> None:
         self._service = service
         self._offload = offload
-        self._group_commit = GroupCommit(service.commit_usage, offload)
+        # usage commits run one at a time: on a lane of their own where the loop has one
+        self._group_commit = GroupCommit(service.commit_usage, commit_lane or offload)
         self._feed = feed
         self._deployment = service.deployment
         self._decisions: dict[int, tuple[Decision, pb.CheckWriteResponse]] = {}

@@ -23,6 +23,7 @@ class Queue:
     def __init__(self) -> None:
         self.queued: list[Ticket] = []
         self.commits: list[int] = []
+        self.pool: ThreadPoolExecutor | None = None  # the pool commits run in
         self._lock = threading.Lock()
 
     def record(self) -> Ticket:
@@ -39,9 +40,13 @@ class Queue:
             ticket.done = True
 
 
+POOL_WORKERS = 2
+
+
 def run(scenario: Callable[[GroupCommit, Queue], Any]) -> Queue:
     queue = Queue()
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(POOL_WORKERS) as pool:
+        queue.pool = pool
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
@@ -92,3 +97,39 @@ def test_a_report_recorded_while_a_commit_runs_is_carried_by_the_next() -> None:
         assert first.done and second.done
 
     assert sum(run(scenario).commits) == 2
+
+
+def test_a_caller_that_gives_up_while_leading_a_commit_strands_no_one() -> None:
+    async def scenario(group: GroupCommit, queue: Queue) -> None:
+        first = queue.record()
+        leader = asyncio.ensure_future(group.wait(first))
+        await asyncio.sleep(0)  # the first caller leads a commit
+        second = queue.record()
+        follower = asyncio.ensure_future(group.wait(second))
+        await asyncio.sleep(0)
+        leader.cancel()
+        await asyncio.wait_for(follower, 5)
+        assert second.done
+
+    assert sum(run(scenario).commits) == 2
+
+
+def test_a_lone_report_whose_caller_gives_up_before_its_commit_runs_is_still_committed() -> None:
+    async def scenario(group: GroupCommit, queue: Queue) -> None:
+        loop = asyncio.get_running_loop()
+        release = threading.Event()
+        # both workers of the pool busy: the commit waits in the pool's queue
+        busy = [loop.run_in_executor(queue.pool, release.wait, 5) for _ in range(POOL_WORKERS)]
+        ticket = queue.record()
+        leader = asyncio.ensure_future(group.wait(ticket))
+        await asyncio.sleep(0)
+        leader.cancel()  # cancels the commit before it ran
+        release.set()
+        await asyncio.gather(*busy)
+        for _ in range(500):
+            if ticket.done:
+                break
+            await asyncio.sleep(0.01)
+        assert ticket.done
+
+    run(scenario)
