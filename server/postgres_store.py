@@ -26,6 +26,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
@@ -75,6 +76,11 @@ RECONNECT_TIMEOUT = 5.0
 # A transaction that lost a race (a deadlock, an interval another replica opened first) or
 # whose pooled connection had died while idle is run again, up to this many times in all.
 ATTEMPTS = 4
+# Instances one usage transaction locks at most: each holds an advisory lock, and the lock
+# table every session shares has max_locks_per_transaction x max_connections slots (6,400 by
+# PostgreSQL's defaults), so a longer queue (a fleet reconnecting at once) is written in
+# several transactions, and a dozen replicas writing at once still fit.
+USAGE_BATCH = 500
 # ids the tracker gives intervals it opens in a batch, before the database numbers them
 _PROVISIONAL_IDS = -(2**62)
 
@@ -114,7 +120,7 @@ class PostgresStore:
             raise StoreError(f"cannot connect to PostgreSQL at {where}: {error}") from None
         self._usage_lock = threading.Lock()
         self.usage_commits: GroupCommit[UsageReport] = GroupCommit(
-            self._usage_lock, self._write_reports
+            self._usage_lock, self._write_reports, max_batch=USAGE_BATCH
         )
         # the fleet's live intervals, as last read, with this replica's own writes since
         self._fleet_lock = threading.Lock()
@@ -250,19 +256,27 @@ class PostgresStore:
         )
 
     def expire_usage(self, now: float) -> None:
-        def expire(conn: psycopg.Connection[Any]) -> list[IntervalRow]:
-            silent = conn.execute(
-                "SELECT instance_id FROM usage_intervals "
-                "WHERE ended_at IS NULL AND last_seen_at + %s <= %s",
-                [self._ttl, now],
-            ).fetchall()
-            if not silent:
-                return []
-            return self._change_usage(
-                conn, [r[0] for r in silent], lambda tracker, _: tracker.expire(now)
+        silent = [
+            row[0]
+            for row in self._run(
+                lambda conn: conn.execute(
+                    "SELECT instance_id FROM usage_intervals "
+                    "WHERE ended_at IS NULL AND last_seen_at + %s <= %s ORDER BY instance_id",
+                    [self._ttl, now],
+                ).fetchall()
             )
+        ]
 
-        self._wrote(self._run(expire, races=True))
+        def expire(tracker: UsageTracker, evaluated_until: float) -> list[IntervalRow]:
+            return tracker.expire(now)
+
+        # each batch reads its instances afresh under their locks: one that reported since is
+        # not silent any more, and the rule leaves it open
+        for start in range(0, len(silent), USAGE_BATCH):
+            batch = silent[start : start + USAGE_BATCH]
+            self._wrote(
+                self._run(partial(self._change_usage, instance_ids=batch, apply=expire), races=True)
+            )
 
     def _wrote(self, rows: list[IntervalRow]) -> None:
         """After a commit: this replica sees its own reports at once, before the next read."""

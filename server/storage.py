@@ -116,12 +116,20 @@ class GroupCommit(Generic[Item]):
     """Usage queued together is written in one transaction by whichever caller commits first.
 
     `write` stores a batch atomically or raises; `lock` is held while it runs (the SQLite
-    store shares it with every other use of its one connection).
+    store shares it with every other use of its one connection). With `max_batch`, a longer
+    queue is written in transactions of at most that many items, in order, each one's
+    tickets succeeding or failing together.
     """
 
-    def __init__(self, lock: threading.Lock, write: Callable[[list[Item]], None]) -> None:
+    def __init__(
+        self,
+        lock: threading.Lock,
+        write: Callable[[list[Item]], None],
+        max_batch: int | None = None,
+    ) -> None:
         self.lock = lock
         self._write = write
+        self._max_batch = max_batch
         self._queue_lock = threading.Lock()
         self.queue: list[UsageTicket[Item]] = []
 
@@ -147,20 +155,22 @@ class GroupCommit(Generic[Item]):
 
     def flush_locked(self) -> None:
         """With `lock` held: write everything queued."""
-        batch = self.take_queued()
-        if not batch:
-            return
-        try:
-            self._write([ticket.item for ticket in batch])
-        except Exception as error:
-            self.fail(batch, error)
-            return
-        for ticket in batch:
-            ticket.done = True
+        while batch := self.take_queued(self._max_batch):
+            try:
+                self._write([ticket.item for ticket in batch])
+            except Exception as error:
+                self.fail(batch, error)
+                continue
+            for ticket in batch:
+                ticket.done = True
 
-    def take_queued(self) -> list[UsageTicket[Item]]:
+    def take_queued(self, limit: int | None = None) -> list[UsageTicket[Item]]:
+        """The oldest `limit` tickets queued (all of them without a limit), taken off the queue."""
         with self._queue_lock:
-            batch, self.queue = self.queue, []
+            if limit is None or len(self.queue) <= limit:
+                batch, self.queue = self.queue, []
+            else:
+                batch, self.queue = self.queue[:limit], self.queue[limit:]
         return batch
 
     @staticmethod

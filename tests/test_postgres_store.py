@@ -306,3 +306,37 @@ def test_a_replica_that_dies_while_judging_a_day_leaves_nothing_and_another_judg
 
     other.evaluate_day(START, START + 86_400, judged(4), START, expected_revision=revision)
     assert [(d["day"], d["peak_cores"]) for d in dying.day_evaluations(10)] == [("2027-01-01", 4)]
+
+
+# --- a whole fleet at once ------------------------------------------------------------------
+
+# the fleet of the open-loop benchmark: far more instances than PostgreSQL's shared lock table
+# holds by default (64 x 100 slots, and some slack), were they all locked in one transaction
+FLEET_AT_ONCE = 20_000
+
+
+def test_a_fleet_reporting_all_at_once_is_stored_in_transactions_the_lock_table_can_hold(
+    replicas: list[PostgresStore],
+) -> None:
+    store = replicas[0]
+    tickets = [
+        store.enqueue_usage(UsageReport(f"gw-{n}", 2, False, START))
+        for n in range(FLEET_AT_ONCE)
+    ]
+    store.flush_usage()
+    assert [t.error for t in tickets if t.error is not None] == []
+    assert all(t.done for t in tickets)
+    store.refresh_live_usage(START + 1)
+    assert store.live_usage(START + 1) == (2 * FLEET_AT_ONCE, FLEET_AT_ONCE)
+
+
+def test_a_fleet_falling_silent_all_at_once_is_expired(replicas: list[PostgresStore]) -> None:
+    store = replicas[0]
+    for n in range(FLEET_AT_ONCE):
+        store.enqueue_usage(UsageReport(f"gw-{n}", 2, False, START))
+        if n % 500 == 499:  # the fleet came up over a while
+            store.flush_usage()
+    store.expire_usage(START + TTL)
+    rows = store.intervals_between(0.0, START + 2 * TTL, TTL)
+    assert len(rows) == FLEET_AT_ONCE
+    assert {row[5] for row in rows} == {START + TTL}  # every one closed where it lapsed
