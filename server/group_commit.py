@@ -6,10 +6,12 @@ commit that makes them durable. The first caller to find no commit running
 leads one, in its own coroutine: a lone gateway pays for one hop to the pool
 and nothing else. Callers arriving while it runs wait for it to end and, if
 their reports came too late for it, the first of them leads the next one for
-all. A commit is short next to the work of answering a call, so once reports
-have been seen arriving together, a commit first gives the calls in flight
-GATHER_SECONDS to join it: under load, one hop and one transaction serve many
-reports.
+all. Once reports have been seen arriving together, a commit first gives the
+calls in flight time to join it: GATHER_SECONDS, or as long as the last commit
+took if that was longer (at most MAX_GATHER_SECONDS). Under load, one hop and
+one transaction serve many reports, and a store whose commits take round trips
+(PostgreSQL) spends them on several reports at a time instead of a few, for at
+most the commit's own time again in latency.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 GATHER_SECONDS = 0.001
+MAX_GATHER_SECONDS = 0.010
 
 
 class Ticket(Protocol):
@@ -35,6 +38,7 @@ class GroupCommit:
         self._commit = commit
         self._offload = offload
         self._gather_seconds = gather_seconds
+        self._last_commit_seconds = 0.0
         self._committing = False
         # one future per caller waiting for the running commit to end: a caller that gives
         # up cancels its own, never the others'
@@ -57,15 +61,23 @@ class GroupCommit:
         finally:
             self._waiting -= 1
 
+    @property
+    def gather_seconds(self) -> float:
+        """How long a commit waits for reports arriving together to join it."""
+        return min(max(self._gather_seconds, self._last_commit_seconds), MAX_GATHER_SECONDS)
+
     async def _lead(self) -> None:
         """One commit, run by this caller for every report queued when it starts."""
         self._committing = True
         try:
             if self._together:
                 # calls already received record their reports and join this commit
-                await asyncio.sleep(self._gather_seconds)
+                await asyncio.sleep(self.gather_seconds)
             self._together = self._waiting > 1
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             await self._offload(self._commit)
+            self._last_commit_seconds = loop.time() - started
         except asyncio.CancelledError:
             if not self._followers:
                 # the caller gave up, and no one else would commit what is queued

@@ -154,8 +154,11 @@ class GroupCommit(Generic[Item]):
             self.flush_locked()
 
     def flush_locked(self) -> None:
-        """With `lock` held: write everything queued."""
-        while batch := self.take_queued(self._max_batch):
+        """With `lock` held: write everything queued now (not what is queued meanwhile)."""
+        queued = self.take_queued()
+        size = self._max_batch or max(1, len(queued))
+        for start in range(0, len(queued), size):
+            batch = queued[start : start + size]
             try:
                 self._write([ticket.item for ticket in batch])
             except Exception as error:
@@ -164,13 +167,9 @@ class GroupCommit(Generic[Item]):
             for ticket in batch:
                 ticket.done = True
 
-    def take_queued(self, limit: int | None = None) -> list[UsageTicket[Item]]:
-        """The oldest `limit` tickets queued (all of them without a limit), taken off the queue."""
+    def take_queued(self) -> list[UsageTicket[Item]]:
         with self._queue_lock:
-            if limit is None or len(self.queue) <= limit:
-                batch, self.queue = self.queue, []
-            else:
-                batch, self.queue = self.queue[:limit], self.queue[limit:]
+            batch, self.queue = self.queue, []
         return batch
 
     @staticmethod

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from licensing_server.group_commit import GroupCommit
+from licensing_server.group_commit import GATHER_SECONDS, MAX_GATHER_SECONDS, GroupCommit
 
 
 class Ticket:
@@ -24,6 +25,7 @@ class Queue:
         self.queued: list[Ticket] = []
         self.commits: list[int] = []
         self.pool: ThreadPoolExecutor | None = None  # the pool commits run in
+        self.takes = 0.0  # seconds a commit takes
         self._lock = threading.Lock()
 
     def record(self) -> Ticket:
@@ -33,6 +35,7 @@ class Queue:
         return ticket
 
     def commit(self) -> None:
+        time.sleep(self.takes)
         with self._lock:
             batch, self.queued = self.queued, []
         self.commits.append(len(batch))
@@ -131,5 +134,21 @@ def test_a_lone_report_whose_caller_gives_up_before_its_commit_runs_is_still_com
                 break
             await asyncio.sleep(0.01)
         assert ticket.done
+
+    run(scenario)
+
+
+def test_reports_arriving_together_wait_as_long_as_the_last_commit_took_up_to_a_bound() -> None:
+    async def scenario(group: GroupCommit, queue: Queue) -> None:
+        assert group.gather_seconds == GATHER_SECONDS
+        queue.takes = 0.004  # a store whose commit makes round trips
+        await group.wait(queue.record())
+        assert group.gather_seconds >= 0.004
+        queue.takes = 2 * MAX_GATHER_SECONDS
+        await group.wait(queue.record())
+        assert group.gather_seconds == MAX_GATHER_SECONDS
+        queue.takes = 0.0
+        await group.wait(queue.record())
+        assert group.gather_seconds < MAX_GATHER_SECONDS  # back down with the commits
 
     run(scenario)

@@ -320,8 +320,7 @@ def test_a_fleet_reporting_all_at_once_is_stored_in_transactions_the_lock_table_
 ) -> None:
     store = replicas[0]
     tickets = [
-        store.enqueue_usage(UsageReport(f"gw-{n}", 2, False, START))
-        for n in range(FLEET_AT_ONCE)
+        store.enqueue_usage(UsageReport(f"gw-{n}", 2, False, START)) for n in range(FLEET_AT_ONCE)
     ]
     store.flush_usage()
     assert [t.error for t in tickets if t.error is not None] == []

@@ -30,3 +30,19 @@ def test_without_a_bound_everything_queued_is_one_batch() -> None:
         commits.enqueue(n)
     commits.flush()
     assert written == [list(range(1000))]
+
+
+def test_a_flush_writes_what_was_queued_when_it_began_not_what_arrives_meanwhile() -> None:
+    commits: GroupCommit[int]
+    written: list[list[int]] = []
+
+    def write(items: list[int]) -> None:
+        written.append(items)
+        commits.enqueue(100 + len(written))  # a report recorded while this batch is written
+
+    commits = GroupCommit(threading.Lock(), write, max_batch=2)
+    for n in range(4):
+        commits.enqueue(n)
+    commits.flush()
+    assert written == [[0, 1], [2, 3]]
+    assert [ticket.item for ticket in commits.queue] == [101, 102]

@@ -120,7 +120,11 @@ def parser() -> argparse.ArgumentParser:
     postgres.add_argument("--open-loop-seconds", type=float, default=30.0)
     postgres.add_argument("--nightly-instances", type=int, default=10_000)
     postgres.add_argument(
-        "--pg-workers", type=int, default=128, help="--max-workers of the PostgreSQL replicas"
+        "--open-loop-replicas",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="replicas the open loop's gateways are spread over, one run each",
     )
     postgres.add_argument("--skip-open-loop", action="store_true")
     postgres.add_argument("--skip-nightly", action="store_true")
@@ -151,12 +155,19 @@ def parser() -> argparse.ArgumentParser:
     load_http.add_argument("--warmup", type=float, default=0.5)
     load_http.add_argument("--server-pid", type=int, default=0, help="process whose CPU to read")
     open_loop = commands.add_parser("open-loop", help="report on a schedule; prints one JSON line")
-    open_loop.add_argument("--target", required=True)
+    open_loop.add_argument(
+        "--target",
+        required=True,
+        nargs="+",
+        help="one server, or replicas behind a load balancer: the connections are spread over them",
+    )
     open_loop.add_argument("--fleet", type=int, default=20_000)
     open_loop.add_argument("--interval", type=float, default=10.0)
     open_loop.add_argument("--duration", type=float, default=30.0)
     open_loop.add_argument("--channels", type=int, default=8)
-    open_loop.add_argument("--server-pid", type=int, default=0, help="process whose CPU to read")
+    open_loop.add_argument(
+        "--server-pid", type=int, nargs="+", default=[], help="processes whose CPU to read"
+    )
     watch = commands.add_parser(
         "watch",
         help="the decision table pushed to the control plane: local decisions against the "

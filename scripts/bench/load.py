@@ -228,14 +228,20 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 async def drive_open_loop(
-    target: str, requests: list[bytes], token: str, rate: float, duration: float, channels: int
+    targets: list[str],
+    requests: list[bytes],
+    token: str,
+    rate: float,
+    duration: float,
+    channels: int,
 ) -> tuple[array[int], array[int], dict[str, int]]:
-    """Send request i at start + i / rate, whatever the answers do; `channels` connections.
+    """Send request i at start + i / rate, whatever the answers do; `channels` connections,
+    spread over the targets (a load balancer in front of replicas), calls taking turns.
 
     Returns the latencies counted from each call's scheduled moment, how late each call
     was sent (the generator's own lag, included in the latency), and the errors.
     """
-    opened = [grpc.aio.insecure_channel(target) for _ in range(channels)]
+    opened = [grpc.aio.insecure_channel(targets[n % len(targets)]) for n in range(channels)]
     latencies: array[int] = array("q")
     lags: array[int] = array("q")
     errors: dict[str, int] = {}
@@ -283,13 +289,17 @@ def cmd_open_loop(args: argparse.Namespace) -> int:
     token = os.environ.get(TOKEN_ENV, "")
     requests = requests_for("ReportUsage", args.fleet)
     rate = args.fleet / args.interval
-    server_before, generator_before = process_cpu_seconds(args.server_pid), time.process_time()
+
+    def servers_cpu() -> float:
+        return sum(process_cpu_seconds(pid) for pid in args.server_pid)
+
+    server_before, generator_before = servers_cpu(), time.process_time()
     machine_before, began = machine_busy_seconds(), time.perf_counter()
     latencies, lags, errors = asyncio.run(
         drive_open_loop(args.target, requests, token, rate, args.duration, args.channels)
     )
     elapsed = time.perf_counter() - began
-    server_cpu = process_cpu_seconds(args.server_pid) - server_before
+    server_cpu = servers_cpu() - server_before
     generator_cpu = time.process_time() - generator_before
     other_cpu = max(0.0, machine_busy_seconds() - machine_before - server_cpu - generator_cpu)
     ordered, lag_ordered = sorted(latencies), sorted(lags)

@@ -64,7 +64,8 @@ class Server:
 class Results:
     # (configuration, concurrency) -> one dict per round
     closed_loop: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
-    open_loop: dict[str, Any] = field(default_factory=dict)
+    # replicas -> the open loop's answer
+    open_loop: dict[int, dict[str, Any]] = field(default_factory=dict)
     nightly: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,7 +131,7 @@ class PostgresBench:
             "",
         ]
         if database_url:
-            command += ["--database-url", database_url, "--max-workers", str(self.args.pg_workers)]
+            command += ["--database-url", database_url]
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
                 command,
@@ -240,6 +241,34 @@ class PostgresBench:
             "errors": sum(sum(a["errors"].values()) for a in answers),
         }
 
+    def open_loop(self, replicas: int) -> dict[str, Any]:
+        """The fleet reporting on its schedule, its connections spread over the replicas."""
+        gateways = self.args.open_loop_gateways
+        self.log(f"open loop: {gateways} gateways over {replicas} PostgreSQL replica(s)")
+        with fresh_schema(self.args.database_url) as url:
+            servers = [self.start(f"pg-open-loop-{n}", url) for n in range(replicas)]
+            try:
+                self.prime(servers[0].target, gateways)
+                return self.answer(
+                    self.generator(
+                        [
+                            "open-loop",
+                            "--target",
+                            *(server.target for server in servers),
+                            "--fleet",
+                            str(gateways),
+                            "--interval",
+                            str(self.args.open_loop_interval),
+                            "--duration",
+                            str(self.args.open_loop_seconds),
+                            "--server-pid",
+                            *(str(server.process.pid) for server in servers),
+                        ]
+                    )
+                )
+            finally:
+                self.stop(servers)
+
     def run(self) -> None:
         self.deployed_at = time.time()
         for round_number in range(self.args.rounds):
@@ -250,30 +279,8 @@ class PostgresBench:
                     result = self.closed_loop(name, concurrency)
                     self.results.closed_loop.setdefault((name, concurrency), []).append(result)
         if not self.args.skip_open_loop:
-            self.log(f"open loop: {self.args.open_loop_gateways} gateways on PostgreSQL")
-            with fresh_schema(self.args.database_url) as url:
-                server = self.start("pg-open-loop", url)
-                try:
-                    self.prime(server.target, self.args.open_loop_gateways)
-                    self.results.open_loop = self.answer(
-                        self.generator(
-                            [
-                                "open-loop",
-                                "--target",
-                                server.target,
-                                "--fleet",
-                                str(self.args.open_loop_gateways),
-                                "--interval",
-                                str(self.args.open_loop_interval),
-                                "--duration",
-                                str(self.args.open_loop_seconds),
-                                "--server-pid",
-                                str(server.process.pid),
-                            ]
-                        )
-                    )
-                finally:
-                    self.stop([server])
+            for replicas in self.args.open_loop_replicas:
+                self.results.open_loop[replicas] = self.open_loop(replicas)
         if not self.args.skip_nightly:
             self.log(f"nightly evaluation of {self.args.nightly_instances} instances on PostgreSQL")
             with fresh_schema(self.args.database_url) as url:
@@ -303,9 +310,8 @@ class PostgresBench:
             f"{platform.system()} {platform.release()}; PostgreSQL on the same machine",
             f"- code: {revision()}",
             "- nothing pinned: servers, load generators and PostgreSQL share every CPU",
-            f"- PostgreSQL replicas run with --max-workers {self.args.pg_workers} (SQLite with "
-            "the default 32): a report waits for its commit in a worker thread, and a "
-            "commit on PostgreSQL waits on round trips",
+            "- every server runs with its default settings (the Admin API off: replicas on one "
+            "machine would share its port)",
             f"- ReportUsage over a fleet of {self.args.fleet:,} instance IDs primed first, so "
             "every measured report extends its interval; with 2 replicas the same calls in "
             "flight are split between them, each generator cycling through the whole fleet",
@@ -329,24 +335,29 @@ class PostgresBench:
                 f"{median('p99_ms')} | {median('server_cpu_us')} | {errors} |"
             )
         if self.results.open_loop:
-            o = self.results.open_loop
             lines += [
                 "",
                 "## Open loop on PostgreSQL",
                 "",
                 f"{self.args.open_loop_gateways:,} gateways each reporting every "
                 f"{self.args.open_loop_interval:g} s, sent on a fixed schedule for "
-                f"{self.args.open_loop_seconds:g} s to one replica; latency from each call's "
-                "scheduled moment. Target: p99 < 50 ms, no errors. Other load is the CPUs "
-                "everything else used meanwhile, PostgreSQL's own work included.",
+                f"{self.args.open_loop_seconds:g} s over 8 connections, spread over the "
+                "replicas as a load balancer would; latency from each call's scheduled moment. "
+                "Target: p99 < 50 ms, no errors. Servers' CPU is the replicas' together, in "
+                "CPUs; other load is what everything else used meanwhile, PostgreSQL's own "
+                "work included.",
                 "",
-                "| calls/s | calls | errors | p50 ms | p99 ms | max ms | generator lag p99 ms "
-                "| server CPU | other load |",
-                "|---|---|---|---|---|---|---|---|---|",
-                f"| {o['rate']:,.0f} | {o['calls']:,} | {o['errors'] or 'none'} | "
-                f"{o['p50_ms']:.2f} | {o['p99_ms']:.2f} | {o['max_ms']:.2f} | "
-                f"{o['lag_p99_ms']:.2f} | {o['server_busy']:.0%} | {o['other_load']:.2f} |",
+                "| replicas | calls/s | calls | errors | p50 ms | p99 ms | max ms | "
+                "generator lag p99 ms | servers' CPU | other load |",
+                "|---|---|---|---|---|---|---|---|---|---|",
             ]
+            for replicas, o in self.results.open_loop.items():
+                lines.append(
+                    f"| {replicas} | {o['rate']:,.0f} | {o['calls']:,} | "
+                    f"{o['errors'] or 'none'} | {o['p50_ms']:.2f} | {o['p99_ms']:.2f} | "
+                    f"{o['max_ms']:.2f} | {o['lag_p99_ms']:.2f} | {o['server_busy']:.2f} | "
+                    f"{o['other_load']:.2f} |"
+                )
         if self.results.nightly:
             n = self.results.nightly
             lines += [
