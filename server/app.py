@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from licensing.v1 import licensing_pb2, licensing_pb2_grpc
 
-from licensing_server.auth import BearerTokenAuth, Role, TokenCheck
+from licensing_server.auth import AuthorizedService, Role, TokenCheck, service_handlers
 from licensing_server.config import (
     Config,
     ConfigError,
@@ -253,13 +253,12 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
             )
     keys = trusted_keys(config)
     token_check = TokenCheck(auth_tokens) if any(auth_tokens.values()) else None
-    interceptors: list[Any] = [BearerTokenAuth(token_check)] if token_check is not None else []
-    if not interceptors:
+    if token_check is None:
         log.warning("no tokens configured: every call is allowed (loopback only)")
     metrics = Metrics() if config.metrics_listen else None
-    if metrics is not None:
-        # outermost, so calls the auth interceptor refuses are timed too
-        interceptors.insert(0, metrics.interceptor)
+    # the token check is in the service's handler lookup (AuthorizedService), below every
+    # interceptor: the metrics time the calls it refuses too
+    interceptors: list[Any] = [metrics.interceptor] if metrics is not None else []
 
     with ExitStack() as undo:  # whatever was set up when a start is refused is let go
         server_loop = ServerLoop(config.max_workers)
@@ -330,7 +329,10 @@ def start_server(config: Config, clock: Clock | None = None) -> RunningServer:
         )
         service.watch_enforcement(feed)
         servicer = LicenseServicer(service, server_loop.offload, feed, server_loop.commit_lane)
-        licensing_pb2_grpc.add_LicenseServiceServicer_to_server(servicer, server)
+        handlers = service_handlers(
+            licensing_pb2_grpc.add_LicenseServiceServicer_to_server, servicer
+        )
+        server.add_generic_rpc_handlers((AuthorizedService(handlers, token_check),))
         server_loop.run(server.start())
         http_edge = None
         if config.http_listen:

@@ -1,5 +1,5 @@
-"""Bearer-token authentication and role checks: one check, used by the gRPC interceptor and
-the HTTP edge alike.
+"""Bearer-token authentication and role checks: one check, used by the gRPC service's handler
+lookup and the HTTP edge alike.
 
 Tokens are compared in constant time and never logged. Methods without a
 role entry (health, reflection) need no token.
@@ -8,7 +8,7 @@ role entry (health, reflection) need no token.
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Any, AnyStr
 
@@ -54,7 +54,7 @@ def _refusal(status: grpc.Status) -> grpc.RpcMethodHandler:
 class TokenCheck:
     """Who may call what: a bearer token's role, and the refusal of a call it may not make.
 
-    The one check behind every edge (the gRPC interceptor, the HTTP edge). Per
+    The one check behind every edge (the gRPC handler lookup, the HTTP edge). Per
     call: one constant-time comparison with every configured token, and no
     allocation when the header has the usual form, `Bearer <token>`. The
     refusals are made once, at start.
@@ -126,30 +126,63 @@ class TokenCheck:
         return None
 
 
-class BearerTokenAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Checks every call to the service; hands back gRPC's own handler or a ready refusal.
+class AuthorizedService(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """The service's method handlers behind the token check.
 
-    Per call: one look through the metadata and the token check; no wrapping.
+    gRPC asks for a call's handler with its method and metadata in hand, before
+    any message: the answer is the method's own handler when the token's role
+    may call it, else a refusal made at start. Per call: one dictionary lookup,
+    one look through the metadata and the token check; no coroutine, no
+    wrapping. With no token check (no tokens configured) every call is allowed.
     """
 
-    def __init__(self, check: TokenCheck) -> None:
+    def __init__(
+        self, handlers: Mapping[str, grpc.RpcMethodHandler], check: TokenCheck | None
+    ) -> None:
+        self._handlers = dict(handlers)
         self._check = check
-        self._refusals = {id(status): _refusal(status) for status in check.refusals()}
+        self._refusals = (
+            {id(status): _refusal(status) for status in check.refusals()} if check else {}
+        )
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
-        if method not in METHOD_ROLES:
-            return await continuation(handler_call_details)
+        handler = self._handlers.get(method)
+        if handler is None or self._check is None:
+            return handler
         header = None
         for key, value in handler_call_details.invocation_metadata:
             if key == "authorization":
                 header = value
                 break
         refusal = self._check.refusal(method, header)
-        if refusal is not None:
-            return self._refusals[id(refusal)]
-        return await continuation(handler_call_details)
+        if refusal is None:
+            return handler
+        return self._refusals[id(refusal)]
+
+
+def service_handlers(
+    add_to_server: Callable[[Any, Any], None], servicer: Any
+) -> dict[str, grpc.RpcMethodHandler]:
+    """The method handlers the generated `add_..._to_server` makes, by full method name, without
+    registering them anywhere (a registered method would bypass the check)."""
+
+    class Capture:
+        def __init__(self) -> None:
+            self.found: dict[str, grpc.RpcMethodHandler] = {}
+
+        def add_generic_rpc_handlers(self, handlers: Iterable[Any]) -> None:
+            pass
+
+        def add_registered_method_handlers(
+            self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
+        ) -> None:
+            self.found = {f"/{service}/{name}": handler for name, handler in handlers.items()}
+
+    capture = Capture()
+    add_to_server(servicer, capture)
+    if not capture.found:
+        raise RuntimeError("the generated code registered no method handlers")
+    return capture.found

@@ -703,3 +703,19 @@ def test_usage_history_returns_peak_instances_only_when_asked(
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_ARGUMENT",
     )
+
+
+def test_every_method_of_the_service_needs_a_token(harness: Harness) -> None:
+    # every method the contract has, however the server registers its handlers
+    service = pb.DESCRIPTOR.services_by_name["LicenseService"]
+    with grpc.insecure_channel(harness.target) as channel:
+        for method in service.methods:
+            path = f"/{service.full_name}/{method.name}"
+            call = (
+                channel.unary_stream(path) if method.server_streaming else channel.unary_unary(path)
+            )
+            with pytest.raises(grpc.RpcError) as raised:
+                answer = call(b"", timeout=10)
+                if method.server_streaming:
+                    next(iter(answer))
+            assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED, method.name
