@@ -5,7 +5,7 @@ from the proto's `google.api.http` annotations (`server.transcoding`). A
 request passes the middlewares, outermost first: metrics (when on), failures
 (every refusal and failure becomes a `google.rpc.Status` in JSON, with the
 HTTP status grpc-gateway gives its gRPC code), auth (the same token check and
-role table as the gRPC interceptor). Then the route's handler turns JSON into
+role table as gRPC's handler lookup). Then the route's handler turns JSON into
 the request message and awaits the very coroutine gRPC calls on the same
 `LicenseServicer` (the same checks, reason codes, logs and audit trail), and
 writes the response message as JSON. Every answer carries strict security
