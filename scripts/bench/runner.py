@@ -370,11 +370,13 @@ class Bench:
         )
         self._wait_serving(server, "GetStatus", "", b"")
 
-    def stop_servers(self) -> None:
-        for server in self.servers.values():
+    def stop_servers(self, servers: list[ServerProcess] | None = None) -> None:
+        """Stop these servers (all of them by default)."""
+        stopping = list(self.servers.values()) if servers is None else servers
+        for server in stopping:
             if server.process.poll() is None:
                 server.process.terminate()
-        for server in self.servers.values():
+        for server in stopping:
             try:
                 server.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -570,18 +572,23 @@ class Bench:
         plain = self.servers[OURS]
         self._wait_http(plain, tls=False)
         secure = self.start_ours_https()
-        for round_number in range(self.args.rounds):
-            for transport, server in (("http", plain), ("https", secure)):
-                for concurrency in self.args.concurrency:
-                    result = self.run_http(server, transport == "https", concurrency)
-                    self.http_runs.setdefault((transport, concurrency), []).append(result)
-                    self.log(
-                        f"GET /api/license {transport:5s} c={concurrency:<2d} round "
-                        f"{round_number + 1}/{self.args.rounds} {result.rps:8.0f} rps  p50 "
-                        f"{result.p50_ms:6.3f} ms  p99 {result.p99_ms:6.3f} ms  server "
-                        f"{result.server_cpu_us:6.0f} us/request  generator CPU "
-                        f"{result.generator_cpu:4.0%}  other load {result.other_load:4.2f} CPUs"
-                    )
+        try:
+            for round_number in range(self.args.rounds):
+                for transport, server in (("http", plain), ("https", secure)):
+                    for concurrency in self.args.concurrency:
+                        result = self.run_http(server, transport == "https", concurrency)
+                        self.http_runs.setdefault((transport, concurrency), []).append(result)
+                        self.log(
+                            f"GET /api/license {transport:5s} c={concurrency:<2d} round "
+                            f"{round_number + 1}/{self.args.rounds} {result.rps:8.0f} rps  p50 "
+                            f"{result.p50_ms:6.3f} ms  p99 {result.p99_ms:6.3f} ms  server "
+                            f"{result.server_cpu_us:6.0f} us/request  generator CPU "
+                            f"{result.generator_cpu:4.0%}  other load "
+                            f"{result.other_load:4.2f} CPUs"
+                        )
+        finally:
+            # it would share the measured server's CPU in the runs that follow
+            self.stop_servers([secure])
 
     # --- nightly and storage ---
 
