@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import ssl
 import time
 
-from .common import CALL_TIMEOUT, START_TIMEOUT, TOKEN_ENV, percentile
-from .load import Recorder, Window
+from .common import CALL_TIMEOUT, START_TIMEOUT, TOKEN_ENV
+from .load import Recorder, Window, print_answer
 
 PATH = "/api/license"
 
@@ -87,32 +86,5 @@ def cmd_load_http(args: argparse.Namespace) -> int:
     rec = Recorder()
     window = Window(args.warmup, args.duration, args.server_pid)
     asyncio.run(drive(host, int(port), args.tls, token, args.concurrency, window, rec))
-    if window.opened is None or window.closed is None:
-        print(json.dumps({"error": "the measurement window never opened", "errors": rec.errors}))
-        return 1
-    opened, closed = window.opened, window.closed
-    latencies = sorted(
-        lat
-        for end, lat in zip(rec.ends, rec.latencies, strict=True)
-        if opened[0] <= end < closed[0]
-    )
-    elapsed = (closed[0] - opened[0]) / 1e9
-    server_cpu, generator_cpu = closed[1] - opened[1], closed[2] - opened[2]
-    other_cpu = max(0.0, closed[3] - opened[3] - server_cpu - generator_cpu)
-    print(
-        json.dumps(
-            {
-                "calls": len(latencies),
-                "elapsed": elapsed,
-                "rps": len(latencies) / elapsed,
-                "p50_ms": percentile(latencies, 0.50) / 1e6,
-                "p99_ms": percentile(latencies, 0.99) / 1e6,
-                "server_cpu_s": server_cpu,
-                "generator_cpu_s": generator_cpu,
-                "other_cpu_s": other_cpu,
-                "errors": rec.errors,
-                "first_response": (rec.first_response or b"").decode(errors="replace")[:200],
-            }
-        )
-    )
-    return 0
+    first = (rec.first_response or b"").decode(errors="replace")[:200]
+    return print_answer(window, rec, first)

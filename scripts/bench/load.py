@@ -194,6 +194,12 @@ def cmd_load(args: argparse.Namespace) -> int:
         asyncio.run(
             drive_aio(args.target, args.method, requests, token, args.concurrency, window, rec)
         )
+    first = rec.first_response
+    return print_answer(window, rec, first.hex() if first is not None else "")
+
+
+def print_answer(window: Window, rec: Recorder, first_response: str) -> int:
+    """Print the one JSON line of a closed-loop run: what was answered inside the window."""
     if window.opened is None or window.closed is None:
         print(json.dumps({"error": "the measurement window never opened", "errors": rec.errors}))
         return 1
@@ -207,7 +213,6 @@ def cmd_load(args: argparse.Namespace) -> int:
     calls = len(latencies)
     server_cpu, generator_cpu = closed[1] - opened[1], closed[2] - opened[2]
     other_cpu = max(0.0, closed[3] - opened[3] - server_cpu - generator_cpu)
-    first = rec.first_response
     print(
         json.dumps(
             {
@@ -220,7 +225,7 @@ def cmd_load(args: argparse.Namespace) -> int:
                 "generator_cpu_s": generator_cpu,
                 "other_cpu_s": other_cpu,
                 "errors": rec.errors,
-                "first_response": first.hex() if first is not None else "",
+                "first_response": first_response,
             }
         )
     )

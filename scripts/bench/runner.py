@@ -138,6 +138,24 @@ class RunResult:
     calls: int
     errors: dict[str, int]
 
+    @classmethod
+    def from_answer(cls, server: str, raw: dict[str, Any]) -> RunResult:
+        """One load generator's JSON line, as figures."""
+        calls = max(int(raw["calls"]), 1)
+        elapsed = float(raw["elapsed"])
+        return cls(
+            server=server,
+            rps=float(raw["rps"]),
+            p50_ms=float(raw["p50_ms"]),
+            p99_ms=float(raw["p99_ms"]),
+            server_cpu_us=float(raw["server_cpu_s"]) / calls * 1e6,
+            generator_cpu=float(raw["generator_cpu_s"]) / elapsed,
+            server_busy=float(raw["server_cpu_s"]) / elapsed,
+            other_load=float(raw["other_cpu_s"]) / elapsed,
+            calls=int(raw["calls"]),
+            errors=dict(raw["errors"]),
+        )
+
 
 @dataclass
 class Cell:
@@ -455,19 +473,7 @@ class Bench:
             response = MESSAGES[method][1].FromString(bytes.fromhex(raw["first_response"]))
             if method == "CheckWrite" and not response.allowed:
                 raise RuntimeError(f"our CheckWrite answered a denial: {response}")
-        calls = max(int(raw["calls"]), 1)
-        return RunResult(
-            server=name,
-            rps=float(raw["rps"]),
-            p50_ms=float(raw["p50_ms"]),
-            p99_ms=float(raw["p99_ms"]),
-            server_cpu_us=float(raw["server_cpu_s"]) / calls * 1e6,
-            generator_cpu=float(raw["generator_cpu_s"]) / float(raw["elapsed"]),
-            server_busy=float(raw["server_cpu_s"]) / float(raw["elapsed"]),
-            other_load=float(raw["other_cpu_s"]) / float(raw["elapsed"]),
-            calls=int(raw["calls"]),
-            errors=dict(raw["errors"]),
-        )
+        return RunResult.from_answer(name, raw)
 
     def measure_cell(self, method: str, concurrency: int) -> Cell:
         cell = Cell()
@@ -552,19 +558,7 @@ class Bench:
         )
         if raw["errors"]:
             self.notes.append(f"{server.name} GET /api/license c={concurrency}: {raw['errors']}")
-        calls = max(int(raw["calls"]), 1)
-        return RunResult(
-            server=server.name,
-            rps=float(raw["rps"]),
-            p50_ms=float(raw["p50_ms"]),
-            p99_ms=float(raw["p99_ms"]),
-            server_cpu_us=float(raw["server_cpu_s"]) / calls * 1e6,
-            generator_cpu=float(raw["generator_cpu_s"]) / float(raw["elapsed"]),
-            server_busy=float(raw["server_cpu_s"]) / float(raw["elapsed"]),
-            other_load=float(raw["other_cpu_s"]) / float(raw["elapsed"]),
-            calls=int(raw["calls"]),
-            errors=dict(raw["errors"]),
-        )
+        return RunResult.from_answer(server.name, raw)
 
     def measure_http(self) -> None:
         """GET /api/license, plaintext on loopback (the server measured above) and over
