@@ -139,12 +139,12 @@ class LicenseServicer(licensing_pb2_grpc.LicenseServiceServicer):
         service: LicensingService,
         offload: Offload,
         feed: EnforcementFeed,
-        commit_lane: Offload | None = None,
+        commit_lane: Offload,
     ) -> None:
         self._service = service
         self._offload = offload
-        # usage commits run one at a time: on a lane of their own where the loop has one
-        self._group_commit = GroupCommit(service.commit_usage, commit_lane or offload)
+        # usage commits run one at a time, on a thread of their own
+        self._group_commit = GroupCommit(service.commit_usage, commit_lane)
         self._feed = feed
         self._deployment = service.deployment
         self._decisions: dict[int, tuple[Decision, pb.CheckWriteResponse]] = {}
