@@ -50,6 +50,7 @@ from licensing_server.storage import (
     StoreError,
     UsageReport,
     UsageTicket,
+    batches,
     maybe,
     state_change_row,
 )
@@ -269,15 +270,7 @@ class PostgresStore:
                 rows += tracker.report(report.instance_id, report.cores, report.stopping, at)
             return rows
 
-        self._wrote(
-            self._run(
-                lambda conn: self._change_usage(conn, [r.instance_id for r in reports], apply),
-                races=True,
-                # under load a round trip waits for CPUs the whole machine is busy with: a batch
-                # makes two, the locks with the read, and the writes with the commit
-                pipelined=True,
-            )
-        )
+        self._apply_usage([r.instance_id for r in reports], apply)
 
     def expire_usage(self, now: float) -> None:
         silent = [
@@ -296,11 +289,22 @@ class PostgresStore:
 
         # each batch reads its instances afresh under their locks: one that reported since is
         # not silent any more, and the rule leaves it open
-        for start in range(0, len(silent), USAGE_BATCH):
-            batch = silent[start : start + USAGE_BATCH]
-            self._wrote(
-                self._run(partial(self._change_usage, instance_ids=batch, apply=expire), races=True)
-            )
+        for batch in batches(silent, USAGE_BATCH):
+            self._apply_usage(batch, expire)
+
+    def _apply_usage(
+        self, instance_ids: list[str], apply: Callable[[UsageTracker, float], list[IntervalRow]]
+    ) -> None:
+        """One transaction of `_change_usage`, run again when it lost a race to another
+        replica; this replica follows what it wrote."""
+        rows = self._run(
+            partial(self._change_usage, instance_ids=instance_ids, apply=apply),
+            races=True,
+            # under load a round trip waits for CPUs the whole machine is busy with: a batch
+            # makes two, the locks with the read, and the writes with the commit
+            pipelined=True,
+        )
+        self._wrote(rows)
 
     def _wrote(self, rows: list[IntervalRow]) -> None:
         """After a commit: this replica sees its own reports at once, before the next read."""

@@ -15,7 +15,7 @@ on state it had not seen.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -112,6 +112,13 @@ class UsageTicket(Generic[Item]):
         self.error: BaseException | None = None
 
 
+def batches(items: list[Item], size: int | None) -> Iterator[list[Item]]:
+    """`items` in order, `size` at a time (all at once without a size)."""
+    step = size or max(1, len(items))
+    for start in range(0, len(items), step):
+        yield items[start : start + step]
+
+
 class GroupCommit(Generic[Item]):
     """Usage queued together is written in one transaction by whichever caller commits first.
 
@@ -155,10 +162,7 @@ class GroupCommit(Generic[Item]):
 
     def flush_locked(self) -> None:
         """With `lock` held: write everything queued now (not what is queued meanwhile)."""
-        queued = self.take_queued()
-        size = self._max_batch or max(1, len(queued))
-        for start in range(0, len(queued), size):
-            batch = queued[start : start + size]
+        for batch in batches(self.take_queued(), self._max_batch):
             try:
                 self._write([ticket.item for ticket in batch])
             except Exception as error:
