@@ -37,7 +37,13 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from licensing_server.config import redact_database_url
-from licensing_server.domain.usage import IntervalRow, UsageInterval, UsageTracker, placed_after
+from licensing_server.domain.usage import (
+    FleetView,
+    IntervalRow,
+    UsageInterval,
+    UsageTracker,
+    placed_after,
+)
 from licensing_server.migrations import MIGRATIONS, TABLES
 from licensing_server.storage import (
     DayJudge,
@@ -84,13 +90,12 @@ ATTEMPTS = 4
 # PostgreSQL's defaults), so a longer queue (a fleet reconnecting at once) is written in
 # several transactions, and a dozen replicas writing at once still fit.
 USAGE_BATCH = 500
-# Reading the fleet's live intervals (for GetStatus) costs this process about 2 ms of CPU per
-# 1,000 instances. A read starts at least this many times its own duration after the last one
-# began, so it takes at most about 1/20 of the time: every half second (the replica sync's
-# pace) up to 25 ms a read, about 10,000 instances; every 2 s at 40,000. Rows are converted a
-# chunk at a time, so the event loop, waiting on the GIL, never waits for a whole fleet.
+# Reading the fleet's live intervals (for GetStatus) costs this process about 0.35 ms of CPU
+# per 1,000 instances (columns as binary arrays, converted in C, then the view built; 1.4 ms
+# a row at a time). A read starts at least this many times its own duration after the last
+# one began, so it takes at most about 1/20 of the time: every half second (the replica
+# sync's pace) up to 25 ms a read, about 70,000 instances on an idle machine.
 FLEET_READ_SPACING = 20
-FLEET_READ_CHUNK = 1_000
 # ids the tracker gives intervals it opens in a batch, before the database numbers them
 _PROVISIONAL_IDS = -(2**62)
 
@@ -134,7 +139,7 @@ class PostgresStore:
         )
         # the fleet's live intervals, as last read, with this replica's own writes since
         self._fleet_lock = threading.Lock()
-        self._fleet = UsageTracker(self._ttl)
+        self._fleet = FleetView(self._ttl)
         self._next_fleet_read = 0.0
         # while a read of the fleet is in flight: what this replica wrote meanwhile
         self._written_while_reading: list[list[IntervalRow]] | None = None
@@ -249,7 +254,7 @@ class PostgresStore:
     def open_usage(self, ttl: float) -> None:
         self._ttl = ttl
         with self._fleet_lock:
-            self._fleet = UsageTracker(ttl)
+            self._fleet = FleetView(ttl)
         self.refresh_live_usage(0.0)
 
     def enqueue_usage(self, report: UsageReport) -> UsageTicket[UsageReport]:
@@ -389,18 +394,19 @@ class PostgresStore:
         if began < self._next_fleet_read:
             return
 
-        def read(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-            # the intervals still counting; the rest can only have lapsed since
-            cursor = conn.execute(
-                f"SELECT {_INTERVAL_COLUMNS} FROM usage_intervals "
-                "WHERE ended_at IS NULL AND last_seen_at + %s > %s",
-                [self._ttl, now],
-            )
-            rows: list[tuple[Any, ...]] = []
-            # a chunk at a time: converting rows holds the GIL, which the event loop waits for
-            while chunk := cursor.fetchmany(FLEET_READ_CHUNK):
-                rows += chunk
-            return rows
+        def read(conn: psycopg.Connection[Any]) -> tuple[list[Any], ...]:
+            # the intervals still counting (the rest can only have lapsed since), a column at
+            # a time as a binary array: psycopg converts those in C, where a row at a time
+            # took 17 ms of Python at 20,000 instances, holding the GIL the event loop needs
+            with conn.cursor(binary=True) as cursor:
+                columns = cursor.execute(
+                    "SELECT array_agg(instance_id), array_agg(cores), array_agg(started_at), "
+                    "array_agg(last_seen_at) FROM usage_intervals "
+                    "WHERE ended_at IS NULL AND last_seen_at + %s > %s",
+                    [self._ttl, now],
+                ).fetchone()
+            assert columns is not None  # an aggregate answers one row
+            return tuple(column or [] for column in columns)
 
         with self._fleet_lock:
             self._written_while_reading = []
@@ -411,7 +417,7 @@ class PostgresStore:
                 self._written_while_reading = None
             raise
         # built outside the lock: this replica's commits only wait for the swap
-        fleet = UsageTracker(self._ttl, (UsageInterval(*row) for row in live))
+        fleet = FleetView(self._ttl, *live)
         with self._fleet_lock:
             written, self._written_while_reading = self._written_while_reading, None
             for rows in written or []:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from licensing_server.domain.refusal import Refused
 from licensing_server.domain.usage import (
     MAX_CORES,
+    FleetView,
     IntervalRow,
     UsageRejected,
     UsageTracker,
@@ -290,3 +293,43 @@ def test_the_trackers_version_moves_forward_whenever_an_instance_starts_or_stops
     assert moved(), "lapsed"
     fleet.report("gw-3", 2, DAY_START + 100)
     assert moved(), "started again"
+
+
+def test_a_replica_closing_an_older_interval_leaves_the_newer_one_another_replica_opened() -> None:
+    # read from the database: another replica has opened the instance's 8-core interval
+    view = FleetView(TTL, ["gw-1"], [8], [DAY_START + 10], [DAY_START + 10])
+    # this replica's commit of a close of the instance's earlier 4-core interval comes later
+    view.follow([(1, "gw-1", 4, DAY_START, DAY_START + 5, DAY_START + 10)])
+    assert view.current_total(DAY_START + 11) == (8, 1)
+
+
+def test_the_fleet_view_moves_its_version_when_an_instance_starts_stops_or_changes_cores() -> None:
+    view = FleetView(TTL)
+    versions = [view.version]
+    for row in [
+        (1, "gw-1", 4, DAY_START, DAY_START, None),  # starts
+        (1, "gw-1", 4, DAY_START, DAY_START + 10, None),  # extends: the total cannot change
+        (2, "gw-1", 8, DAY_START + 20, DAY_START + 20, None),  # changes cores
+        (2, "gw-1", 8, DAY_START + 20, DAY_START + 25, DAY_START + 25),  # stops
+    ]:
+        view.follow([row])
+        versions.append(view.version)
+    assert versions == [0, 1, 1, 2, 3]
+
+
+def test_reading_a_large_fleet_leaves_nothing_for_the_garbage_collector_to_walk() -> None:
+    instances = 20_000
+    gc.collect()
+    before = len(gc.get_objects())
+    view = FleetView(
+        TTL,
+        [f"gw-{n}" for n in range(instances)],
+        [4] * instances,
+        [DAY_START] * instances,
+        [DAY_START] * instances,
+    )
+    gc.collect()
+    # a replica reads the fleet every second or so: objects per instance would make every
+    # full collection walk the whole fleet, stalling the event loop for milliseconds
+    assert len(gc.get_objects()) - before < 100
+    assert view.current_total(DAY_START) == (4 * instances, instances)

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from licensing_server.domain.usage import IntervalRow, UsageInterval, UsageTracker, peak_between
+from licensing_server.domain.usage import (
+    FleetView,
+    IntervalRow,
+    UsageInterval,
+    UsageTracker,
+    peak_between,
+)
 
 TTL = 30.0
 BASE = 1_000_000.0
@@ -97,20 +103,32 @@ class Step:
 
 
 class StoredFleet:
-    """A tracker and the rows it asked to store, restarted from them the way the service starts."""
+    """A tracker and the rows it asked to store, restarted from them the way the service starts;
+    beside it, the view a replica sharing the database keeps: following the rows it stores,
+    and read afresh (the intervals still counting) where the tracker restarts."""
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self.tracker = UsageTracker(ttl)
+        self.view = FleetView(ttl)
         self.rows: dict[int, IntervalRow] = {}
 
     def keep(self, rows: list[IntervalRow]) -> None:
         for row in rows:
             self.rows[row[0]] = row
+        self.view.follow(rows)
 
-    def restart(self) -> None:
+    def restart(self, now: float) -> None:
         live = [UsageInterval(*row) for row in self.rows.values() if row[5] is None]
         self.tracker = UsageTracker(self.ttl, live, next_id=max(self.rows, default=0) + 1)
+        counting = [i for i in live if now < i.last_seen_at + self.ttl]
+        self.view = FleetView(
+            self.ttl,
+            [i.instance_id for i in counting],
+            [i.cores for i in counting],
+            [i.started_at for i in counting],
+            [i.last_seen_at for i in counting],
+        )
 
 
 report_steps = st.builds(
@@ -133,12 +151,15 @@ class Run:
     reports: list[Report]
     # after every step: its instant, the reports made so far, and the tracker's current total
     current_totals: list[tuple[float, int, tuple[int, int]]]
+    # the view's current total after every step
+    followed_totals: list[tuple[int, int]]
 
 
 def run(steps: list[Step], ttl: float = TTL) -> Run:
     fleet = StoredFleet(ttl)
     reports: list[Report] = []
     current_totals = []
+    followed_totals = []
     now = BASE
     for step in steps:
         now += step.gap
@@ -148,9 +169,10 @@ def run(steps: list[Step], ttl: float = TTL) -> Run:
         elif step.kind == "expire":
             fleet.keep(fleet.tracker.expire(now))
         else:
-            fleet.restart()
+            fleet.restart(now)
         current_totals.append((now, len(reports), fleet.tracker.current_total(now)))
-    return Run(fleet, reports, current_totals)
+        followed_totals.append(fleet.view.current_total(now))
+    return Run(fleet, reports, current_totals, followed_totals)
 
 
 @st.composite
@@ -214,6 +236,17 @@ def test_the_current_total_is_the_sum_of_the_instances_counting_now(steps: list[
         spans = counting_spans(done.reports[:made], TTL)
         assert total == total_at(spans, now)
         assert instances == len(counting_at(spans, now))
+
+
+@EXAMPLES
+@given(streams)
+def test_a_replica_following_the_rows_it_stores_counts_the_instances_counting_now(
+    steps: list[Step],
+) -> None:
+    done = run(steps)
+    for (now, made, _), followed in zip(done.current_totals, done.followed_totals, strict=True):
+        spans = counting_spans(done.reports[:made], TTL)
+        assert followed == (total_at(spans, now), len(counting_at(spans, now)))
 
 
 @EXAMPLES

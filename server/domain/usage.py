@@ -142,20 +142,6 @@ class UsageTracker:
             changed.append(started.row())
         return changed
 
-    def follow(self, rows: Iterable[IntervalRow]) -> None:
-        """Take rows another writer stored, in order: an open one is its instance's live
-        interval, a closed one ends it."""
-        for row in rows:
-            interval = UsageInterval(*row)
-            current = self._live.get(interval.instance_id)
-            if interval.ended_at is None:
-                if current is None or current.cores != interval.cores:
-                    self.version += 1
-                self._live[interval.instance_id] = interval
-            elif current is not None and current.started_at == interval.started_at:
-                del self._live[interval.instance_id]
-                self.version += 1
-
     def live_rows(self) -> list[IntervalRow]:
         return [interval.row() for interval in self._live.values()]
 
@@ -175,12 +161,68 @@ class UsageTracker:
 
     def current_total(self, now: float) -> tuple[int, int]:
         """(total cores, instances) counting at `now`."""
-        total = count = 0
-        for interval in self._live.values():
-            if now < interval.last_seen_at + self.ttl:
-                total += interval.cores
-                count += 1
-        return total, count
+        return counting_total(
+            ((i.cores, i.last_seen_at) for i in self._live.values()), self.ttl, now
+        )
+
+
+def counting_total(
+    intervals: Iterable[tuple[int, float]], ttl: float, now: float
+) -> tuple[int, int]:
+    """(total cores, instances) of the live intervals, as (cores, last_seen_at), counting at
+    `now`: those reported to within the TTL."""
+    total = count = 0
+    for cores, last_seen_at in intervals:
+        if now < last_seen_at + ttl:
+            total += cores
+            count += 1
+    return total, count
+
+
+class FleetView:
+    """The live intervals of a fleet that other writers report to as well: what a read of
+    the database found, with the rows this writer stored since. Not thread-safe.
+
+    Held as plain (cores, started_at, last_seen_at) tuples by instance: a fleet read again
+    and again leaves no objects behind for the garbage collector to walk (an interval
+    object each made it walk the whole fleet at every full collection).
+    """
+
+    def __init__(
+        self,
+        ttl: float,
+        instance_ids: Iterable[str] = (),
+        cores: Iterable[int] = (),
+        started_at: Iterable[float] = (),
+        last_seen_at: Iterable[float] = (),
+    ) -> None:
+        self.ttl = ttl
+        self._live: dict[str, tuple[int, float, float]] = dict(
+            zip(instance_ids, zip(cores, started_at, last_seen_at, strict=True), strict=True)
+        )
+        # counts instances starting or stopping: the current total can only change with it
+        self.version = 0
+
+    def follow(self, rows: Iterable[IntervalRow]) -> None:
+        """Take rows a writer stored, in order: an open one is its instance's live
+        interval, a closed one ends it."""
+        for _, instance_id, cores, started_at, last_seen_at, ended_at in rows:
+            current = self._live.get(instance_id)
+            if ended_at is None:
+                if current is None or current[0] != cores:
+                    self.version += 1
+                self._live[instance_id] = (cores, started_at, last_seen_at)
+            elif current is not None and current[1] == started_at:
+                del self._live[instance_id]
+                self.version += 1
+
+    def current_total(self, now: float) -> tuple[int, int]:
+        """(total cores, instances) counting at `now`."""
+        return counting_total(
+            ((cores, last_seen_at) for cores, _, last_seen_at in self._live.values()),
+            self.ttl,
+            now,
+        )
 
 
 @dataclass(frozen=True)
