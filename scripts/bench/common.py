@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import socket
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +146,29 @@ def load_arguments(
         "--server-pid",
         str(server_pid),
     ]
+
+
+@dataclass(frozen=True)
+class Pinning:
+    server: list[str]
+    generator: list[str]
+    note: str
+
+
+def pinning(enabled: bool) -> Pinning:
+    if not enabled:
+        return Pinning([], [], "pinning disabled (--no-pin): server and generator share all CPUs")
+    taskset = shutil.which("taskset")
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if taskset is None:
+        return Pinning([], [], "taskset not found: server and generator are NOT pinned")
+    if len(cpus) < 2:
+        return Pinning([], [], f"only {len(cpus)} CPU available: server and generator share it")
+    server_cpu, generator_cpu = cpus[0], cpus[1]
+    # the orchestrator mostly waits; keep it off the server's CPU too
+    os.sched_setaffinity(0, {generator_cpu})
+    return Pinning(
+        [taskset, "-c", str(server_cpu)],
+        [taskset, "-c", str(generator_cpu)],
+        f"server under test pinned to CPU {server_cpu}, load generator to CPU {generator_cpu}",
+    )

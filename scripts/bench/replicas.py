@@ -7,7 +7,10 @@ configurations run one after another, the order reversed every other round; figu
 medians over the rounds. Then the open loop (gateways reporting on a fixed schedule) against
 one PostgreSQL replica, and the nightly evaluation of a filled day on PostgreSQL.
 
-Nothing is pinned: PostgreSQL itself needs a CPU, and the machine may have only two.
+Placed as the main benchmark places its processes (`--no-pin` turns it off): every server,
+each replica included, pinned to one CPU and every load generator to another, so the
+generator's own work never takes the servers' CPU. PostgreSQL is left to the scheduler: it
+serves both, and the machine may have only two CPUs.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from .common import (
     bench_license,
     free_port,
     load_arguments,
+    pinning,
     revision,
 )
 
@@ -99,6 +103,7 @@ class PostgresBench:
         )
         self.results = Results()
         self.began = time.monotonic()
+        self.pins = pinning(not args.no_pin)
 
     def log(self, message: str) -> None:
         print(f"[{time.monotonic() - self.began:7.1f}s] {message}", file=sys.stderr, flush=True)
@@ -109,6 +114,7 @@ class PostgresBench:
         port = free_port()
         log_path = self.workdir / f"{name}.log"
         command = [
+            *self.pins.server,
             sys.executable,
             "-m",
             "licensing_server",
@@ -169,7 +175,7 @@ class PostgresBench:
     def generator(self, arguments: list[str]) -> subprocess.Popen[str]:
         env = dict(os.environ, **{TOKEN_ENV: TOKENS["LICENSING_GATEWAY_TOKEN"]})
         return subprocess.Popen(
-            [sys.executable, "-m", ENTRY, *arguments],
+            [*self.pins.generator, sys.executable, "-m", ENTRY, *arguments],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -309,7 +315,8 @@ class PostgresBench:
             f"- machine: {os.cpu_count()} CPUs, {platform.machine()}, "
             f"{platform.system()} {platform.release()}; PostgreSQL on the same machine",
             f"- code: {revision()}",
-            "- nothing pinned: servers, load generators and PostgreSQL share every CPU",
+            f"- placement: {self.pins.note}; with 2 replicas both share the server's CPU; "
+            "PostgreSQL is not pinned",
             "- every server runs with its default settings (the Admin API off: replicas on one "
             "machine would share its port)",
             f"- ReportUsage over a fleet of {self.args.fleet:,} instance IDs primed first, so "
