@@ -265,6 +265,28 @@ def test_each_answer_says_why_in_words(
 
 
 @pytest.mark.parametrize(
+    ("given", "feature"),
+    [
+        (dict(lic=None), ""),
+        (dict(ends_at=NOW - 1), ""),
+        (dict(standing=RESTRICTED), ""),
+        (dict(), "api7-portal"),
+    ],
+    ids=["no-license", "expired", "restricted", "feature"],
+)
+def test_a_denial_quotes_an_odd_resource_type_escaped_and_cut_short(
+    given: dict[str, Any], feature: str
+) -> None:
+    odd = "route\n\x1b[31mDELETED everything " + "x" * 100
+    decision = enforcement(**given).decide(odd, Operation.CREATE, feature, NOW)
+    assert not decision.allowed
+    assert "\n" not in decision.message and "\x1b" not in decision.message
+    assert "'route\\n\\x1b[31mDELETED everything xxx" in decision.message
+    assert "x" * 50 not in decision.message
+    assert f"({len(odd)} characters)" in decision.message
+
+
+@pytest.mark.parametrize(
     ("given", "now", "warnings"),
     [
         (

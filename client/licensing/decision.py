@@ -14,6 +14,7 @@ reads memory only.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -142,6 +143,21 @@ def quote(value: object, limit: int = 40) -> str:
     except RecursionError:  # a JSON value nested nearly as deep as the parser allows
         return f"a deeply nested {type(value).__name__}"
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+# a resource type a denial names as it is; any other is quoted
+PLAIN_RESOURCE_TYPE = re.compile(r"[A-Za-z0-9_.:/-]{1,40}")
+
+
+def resource_name(resource_type: str) -> str:
+    """A resource type as a denial names it: a plain name (`route`, `ssl-certificate`) as it
+    is, anything else quoted, escaped and cut short, as every echo of a request is."""
+    return resource_type if PLAIN_RESOURCE_TYPE.fullmatch(resource_type) else quote(resource_type)
+
+
+def action(operation: Operation, resource_type: str) -> str:
+    """What a denial says was refused: `create route`."""
+    return f"{operation.name.lower()} {resource_name(resource_type)}"
 
 
 # what a write check that names no known operation is told
@@ -389,22 +405,22 @@ class Enforcement:
         elif self.license is None:
             return self._denied(
                 DecisionReason.NO_LICENSE,
-                f"no license is installed: cannot {operation.name.lower()} {resource_type}; "
-                "upload a license first",
+                f"no license is installed: cannot {action(operation, resource_type)}; upload a "
+                "license first",
                 now,
             )
         elif now >= self.license_ends_at:
             return self._denied(
                 DecisionReason.LICENSE_EXPIRED,
                 f"license {self.serial_number} ended {iso_time(self.license_ends_at)}: cannot "
-                f"{operation.name.lower()} {resource_type}; upload a new license",
+                f"{action(operation, resource_type)}; upload a new license",
                 now,
             )
         elif feature and feature not in self.features:
             licensed = ", ".join(sorted(self.features)) or "none"
             return self._denied(
                 DecisionReason.FEATURE_NOT_LICENSED,
-                f"{resource_type} needs feature {quote(feature)}, which license "
+                f"{resource_name(resource_type)} needs feature {quote(feature)}, which license "
                 f"{self.serial_number} does not include (it has: {licensed})",
                 now,
             )
@@ -413,8 +429,8 @@ class Enforcement:
                 DecisionReason.RESTRICTED,
                 f"restricted: data-plane core usage exceeded the licensed "
                 f"{self.license.max_dp_cores} cores past the 7-day grace period; cannot "
-                f"{operation.name.lower()} {resource_type}. Scale the gateways down or upload "
-                "a license with more cores",
+                f"{action(operation, resource_type)}. Scale the gateways down or upload a "
+                "license with more cores",
                 now,
             )
         elif self.standing.state is RuntimeState.DP_CORE_EXCEEDED:
