@@ -42,6 +42,17 @@ def test_while_the_clock_is_behind_service_time_moves_on_with_the_monotonic_cloc
     assert time.now() == START + 120
 
 
+def test_service_time_raised_to_another_replicas_later_time_never_runs_behind_it() -> None:
+    clock = ManualClock(START)
+    time = ServiceTime(clock, high_water_at=0)
+    time.raise_to(START + 60)  # another replica, whose clock is ahead, has seen this
+    assert time.now() == START + 60
+    clock.advance(5)
+    assert time.now() == START + 65
+    time.raise_to(START)  # an earlier time moves nothing
+    assert time.now() == START + 65
+
+
 def test_service_time_starts_at_the_stored_high_water_mark_when_the_clock_is_behind_it() -> None:
     clock = ManualClock(START - DAY)
     time = ServiceTime(clock, high_water_at=START)

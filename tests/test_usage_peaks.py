@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from licensing_server.domain.usage import (
     check_history_request,
     check_report,
     peak_between,
+    placed_after,
 )
 
 TTL = 30.0
@@ -303,6 +305,40 @@ def test_a_replica_closing_an_older_interval_leaves_the_newer_one_another_replic
     assert view.current_total(DAY_START + 11) == (8, 1)
 
 
+def test_a_replica_stopping_an_instance_it_reported_to_several_times_ends_it_in_its_view() -> None:
+    view = FleetView(TTL)
+    view.follow([(1, "gw-1", 4, DAY_START, DAY_START, None)])
+    view.follow([(1, "gw-1", 4, DAY_START, DAY_START + 5, None)])  # extended
+    view.follow([(1, "gw-1", 4, DAY_START, DAY_START + 8, DAY_START + 8)])  # stopping
+    assert view.current_total(DAY_START + 9) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "short",
+    [
+        ("instance_ids",),
+        ("cores",),
+        ("started_at",),
+        ("last_seen_at",),
+        ("instance_ids", "cores"),
+        ("instance_ids", "last_seen_at"),
+    ],
+)
+def test_a_fleet_read_whose_columns_disagree_in_length_is_refused_whole(
+    short: tuple[str, ...],
+) -> None:
+    columns: dict[str, list[Any]] = {
+        "instance_ids": ["gw-1", "gw-2"],
+        "cores": [4, 8],
+        "started_at": [DAY_START, DAY_START],
+        "last_seen_at": [DAY_START, DAY_START],
+    }
+    for name in short:
+        columns[name] = columns[name][:1]
+    with pytest.raises(ValueError):
+        FleetView(TTL, **columns)
+
+
 def test_the_fleet_view_moves_its_version_when_an_instance_starts_stops_or_changes_cores() -> None:
     view = FleetView(TTL)
     versions = [view.version]
@@ -333,3 +369,9 @@ def test_reading_a_large_fleet_leaves_nothing_for_the_garbage_collector_to_walk(
     # full collection walk the whole fleet, stalling the event loop for milliseconds
     assert len(gc.get_objects()) - before < 100
     assert view.current_total(DAY_START) == (4 * instances, instances)
+
+
+def test_a_report_committed_after_its_day_was_judged_counts_from_the_days_end() -> None:
+    # another replica judged the day ending at DAY_END before this report committed
+    assert placed_after(DAY_END - 1, evaluated_until=DAY_END) == DAY_END
+    assert placed_after(DAY_END + 5, evaluated_until=DAY_END) == DAY_END + 5
