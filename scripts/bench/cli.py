@@ -118,6 +118,12 @@ def parser() -> argparse.ArgumentParser:
     postgres.add_argument("--open-loop-gateways", type=int, default=20_000)
     postgres.add_argument("--open-loop-interval", type=float, default=10.0)
     postgres.add_argument("--open-loop-seconds", type=float, default=30.0)
+    postgres.add_argument(
+        "--open-loop-rounds",
+        type=int,
+        default=3,
+        help="open-loop runs of each replica count, reported as medians (min-max)",
+    )
     postgres.add_argument("--nightly-instances", type=int, default=10_000)
     postgres.add_argument(
         "--open-loop-replicas",

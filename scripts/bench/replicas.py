@@ -68,8 +68,8 @@ class Server:
 class Results:
     # (configuration, concurrency) -> one dict per round
     closed_loop: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
-    # replicas -> the open loop's answer
-    open_loop: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # replicas -> the open loop's answer, one per round
+    open_loop: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     nightly: dict[str, Any] = field(default_factory=dict)
 
 
@@ -285,8 +285,11 @@ class PostgresBench:
                     result = self.closed_loop(name, concurrency)
                     self.results.closed_loop.setdefault((name, concurrency), []).append(result)
         if not self.args.skip_open_loop:
-            for replicas in self.args.open_loop_replicas:
-                self.results.open_loop[replicas] = self.open_loop(replicas)
+            for round_number in range(self.args.open_loop_rounds):
+                replica_counts = self.args.open_loop_replicas
+                for replicas in replica_counts if round_number % 2 == 0 else replica_counts[::-1]:
+                    answer = self.open_loop(replicas)
+                    self.results.open_loop.setdefault(replicas, []).append(answer)
         if not self.args.skip_nightly:
             self.log(f"nightly evaluation of {self.args.nightly_instances} instances on PostgreSQL")
             with fresh_schema(self.args.database_url) as url:
@@ -342,6 +345,7 @@ class PostgresBench:
                 f"{median('p99_ms')} | {median('server_cpu_us')} | {errors} |"
             )
         if self.results.open_loop:
+            rounds = self.args.open_loop_rounds
             lines += [
                 "",
                 "## Open loop on PostgreSQL",
@@ -350,20 +354,33 @@ class PostgresBench:
                 f"{self.args.open_loop_interval:g} s, sent on a fixed schedule for "
                 f"{self.args.open_loop_seconds:g} s over 8 connections, spread over the "
                 "replicas as a load balancer would; latency from each call's scheduled moment. "
-                "Target: p99 < 50 ms, no errors. Servers' CPU is the replicas' together, in "
-                "CPUs; other load is what everything else used meanwhile, PostgreSQL's own "
-                "work included.",
+                f"{rounds} rounds, the order of the configurations reversed every other round; "
+                "medians over the rounds (min-max). Target: p99 < 50 ms, no errors. Servers' "
+                "CPU is the replicas' together, in CPUs; other load is what everything else "
+                "used meanwhile, PostgreSQL's own work included.",
                 "",
                 "| replicas | calls/s | calls | errors | p50 ms | p99 ms | max ms | "
                 "generator lag p99 ms | servers' CPU | other load |",
                 "|---|---|---|---|---|---|---|---|---|---|",
             ]
-            for replicas, o in self.results.open_loop.items():
+            for replicas, answers in self.results.open_loop.items():
+
+                def spread(key: str, answers: list[dict[str, Any]] = answers) -> str:
+                    values = [a[key] for a in answers]
+                    middle = statistics.median(values)
+                    if len(values) == 1:
+                        return f"{middle:.2f}"
+                    return f"{middle:.2f} ({min(values):.2f}-{max(values):.2f})"
+
+                failed: dict[str, int] = {}
+                for answer in answers:
+                    for code, count in answer["errors"].items():
+                        failed[code] = failed.get(code, 0) + count
                 lines.append(
-                    f"| {replicas} | {o['rate']:,.0f} | {o['calls']:,} | "
-                    f"{o['errors'] or 'none'} | {o['p50_ms']:.2f} | {o['p99_ms']:.2f} | "
-                    f"{o['max_ms']:.2f} | {o['lag_p99_ms']:.2f} | {o['server_busy']:.2f} | "
-                    f"{o['other_load']:.2f} |"
+                    f"| {replicas} | {answers[0]['rate']:,.0f} | "
+                    f"{sum(a['calls'] for a in answers):,} | {failed or 'none'} | "
+                    f"{spread('p50_ms')} | {spread('p99_ms')} | {spread('max_ms')} | "
+                    f"{spread('lag_p99_ms')} | {spread('server_busy')} | {spread('other_load')} |"
                 )
         if self.results.nightly:
             n = self.results.nightly
