@@ -7,10 +7,11 @@ configurations run one after another, the order reversed every other round; figu
 medians over the rounds. Then the open loop (gateways reporting on a fixed schedule) against
 one PostgreSQL replica, and the nightly evaluation of a filled day on PostgreSQL.
 
-Placed as the main benchmark places its processes (`--no-pin` turns it off): every server,
-each replica included, pinned to one CPU and every load generator to another, so the
-generator's own work never takes the servers' CPU. PostgreSQL is left to the scheduler: it
-serves both, and the machine may have only two CPUs.
+Placed as the main benchmark places its processes (`--no-pin` turns it off): a lone server
+pinned to one CPU and every load generator to another, so the generator's own work never
+takes the server's CPU. Two replicas are left to the scheduler: on one CPU together they
+would only show that CPU saturated. PostgreSQL is left to the scheduler too: it serves all,
+and the machine may have only two CPUs.
 """
 
 from __future__ import annotations
@@ -108,13 +109,14 @@ class PostgresBench:
     def log(self, message: str) -> None:
         print(f"[{time.monotonic() - self.began:7.1f}s] {message}", file=sys.stderr, flush=True)
 
-    def start(self, name: str, database_url: str | None) -> Server:
+    def start(self, name: str, database_url: str | None, *, alone: bool = True) -> Server:
+        """One server; pinned to the server CPU when it is the configuration's only one."""
         from licensing.client import LicensingClient
 
         port = free_port()
         log_path = self.workdir / f"{name}.log"
         command = [
-            *self.pins.server,
+            *(self.pins.server if alone else []),
             sys.executable,
             "-m",
             "licensing_server",
@@ -217,7 +219,10 @@ class PostgresBench:
                 self.stop(servers)
             return
         with fresh_schema(self.args.database_url) as url:
-            servers = [self.start(f"pg-{n}-{secrets.token_hex(3)}", url) for n in range(replicas)]
+            servers = [
+                self.start(f"pg-{n}-{secrets.token_hex(3)}", url, alone=replicas == 1)
+                for n in range(replicas)
+            ]
             try:
                 self.prime(servers[0].target, self.args.fleet)
                 yield servers
@@ -252,7 +257,9 @@ class PostgresBench:
         gateways = self.args.open_loop_gateways
         self.log(f"open loop: {gateways} gateways over {replicas} PostgreSQL replica(s)")
         with fresh_schema(self.args.database_url) as url:
-            servers = [self.start(f"pg-open-loop-{n}", url) for n in range(replicas)]
+            servers = [
+                self.start(f"pg-open-loop-{n}", url, alone=replicas == 1) for n in range(replicas)
+            ]
             try:
                 self.prime(servers[0].target, gateways)
                 return self.answer(
@@ -318,8 +325,8 @@ class PostgresBench:
             f"- machine: {os.cpu_count()} CPUs, {platform.machine()}, "
             f"{platform.system()} {platform.release()}; PostgreSQL on the same machine",
             f"- code: {revision()}",
-            f"- placement: {self.pins.note}; with 2 replicas both share the server's CPU; "
-            "PostgreSQL is not pinned",
+            f"- placement: {self.pins.note}; two replicas are left to the scheduler (on one CPU "
+            "together they would only show that CPU saturated); PostgreSQL is not pinned",
             "- every server runs with its default settings (the Admin API off: replicas on one "
             "machine would share its port)",
             f"- ReportUsage over a fleet of {self.args.fleet:,} instance IDs primed first, so "
