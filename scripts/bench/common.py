@@ -8,7 +8,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,8 @@ class Pinning:
     server: list[str]
     generator: list[str]
     note: str
+    # every CPU: the orchestrator runs on the generator's, and a child inherits that
+    anywhere: list[str] = field(default_factory=list)
 
 
 def pinning(enabled: bool) -> Pinning:
@@ -171,4 +173,5 @@ def pinning(enabled: bool) -> Pinning:
         [taskset, "-c", str(server_cpu)],
         [taskset, "-c", str(generator_cpu)],
         f"server under test pinned to CPU {server_cpu}, load generator to CPU {generator_cpu}",
+        [taskset, "-c", ",".join(str(cpu) for cpu in cpus)],
     )

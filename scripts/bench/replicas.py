@@ -9,9 +9,9 @@ one PostgreSQL replica, and the nightly evaluation of a filled day on PostgreSQL
 
 Placed as the main benchmark places its processes (`--no-pin` turns it off): a lone server
 pinned to one CPU and every load generator to another, so the generator's own work never
-takes the server's CPU. Two replicas are left to the scheduler: on one CPU together they
-would only show that CPU saturated. PostgreSQL is left to the scheduler too: it serves all,
-and the machine may have only two CPUs.
+takes the server's CPU. With two replicas nothing is pinned: on one CPU together they would
+only show that CPU saturated, and beside them a pinned generator is starved of its CPU.
+PostgreSQL is left to the scheduler too: it serves all, and the machine may have only two.
 """
 
 from __future__ import annotations
@@ -109,14 +109,14 @@ class PostgresBench:
     def log(self, message: str) -> None:
         print(f"[{time.monotonic() - self.began:7.1f}s] {message}", file=sys.stderr, flush=True)
 
-    def start(self, name: str, database_url: str | None, *, alone: bool = True) -> Server:
-        """One server; pinned to the server CPU when it is the configuration's only one."""
+    def start(self, name: str, database_url: str | None, *, pinned: bool = True) -> Server:
+        """One server, pinned to the server CPU unless told otherwise (replicas are not)."""
         from licensing.client import LicensingClient
 
         port = free_port()
         log_path = self.workdir / f"{name}.log"
         command = [
-            *(self.pins.server if alone else []),
+            *(self.pins.server if pinned else self.pins.anywhere),
             sys.executable,
             "-m",
             "licensing_server",
@@ -174,10 +174,18 @@ class PostgresBench:
             if server.process.poll() is None:
                 server.process.kill()
 
-    def generator(self, arguments: list[str]) -> subprocess.Popen[str]:
+    def generator(self, arguments: list[str], *, pinned: bool = True) -> subprocess.Popen[str]:
+        """A load generator, pinned to the generator CPU unless told otherwise: beside
+        replicas the scheduler has, it would be starved of the CPU they share with it."""
         env = dict(os.environ, **{TOKEN_ENV: TOKENS["LICENSING_GATEWAY_TOKEN"]})
         return subprocess.Popen(
-            [*self.pins.generator, sys.executable, "-m", ENTRY, *arguments],
+            [
+                *(self.pins.generator if pinned else self.pins.anywhere),
+                sys.executable,
+                "-m",
+                ENTRY,
+                *arguments,
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -220,7 +228,7 @@ class PostgresBench:
             return
         with fresh_schema(self.args.database_url) as url:
             servers = [
-                self.start(f"pg-{n}-{secrets.token_hex(3)}", url, alone=replicas == 1)
+                self.start(f"pg-{n}-{secrets.token_hex(3)}", url, pinned=replicas == 1)
                 for n in range(replicas)
             ]
             try:
@@ -237,7 +245,8 @@ class PostgresBench:
                 self.generator(
                     load_arguments(
                         server.target, "ReportUsage", share, self.args, server.process.pid
-                    )
+                    ),
+                    pinned=len(servers) == 1,
                 )
                 for server in servers
             ]
@@ -258,7 +267,7 @@ class PostgresBench:
         self.log(f"open loop: {gateways} gateways over {replicas} PostgreSQL replica(s)")
         with fresh_schema(self.args.database_url) as url:
             servers = [
-                self.start(f"pg-open-loop-{n}", url, alone=replicas == 1) for n in range(replicas)
+                self.start(f"pg-open-loop-{n}", url, pinned=replicas == 1) for n in range(replicas)
             ]
             try:
                 self.prime(servers[0].target, gateways)
@@ -276,7 +285,8 @@ class PostgresBench:
                             str(self.args.open_loop_seconds),
                             "--server-pid",
                             *(str(server.process.pid) for server in servers),
-                        ]
+                        ],
+                        pinned=replicas == 1,
                     )
                 )
             finally:
@@ -325,8 +335,9 @@ class PostgresBench:
             f"- machine: {os.cpu_count()} CPUs, {platform.machine()}, "
             f"{platform.system()} {platform.release()}; PostgreSQL on the same machine",
             f"- code: {revision()}",
-            f"- placement: {self.pins.note}; two replicas are left to the scheduler (on one CPU "
-            "together they would only show that CPU saturated); PostgreSQL is not pinned",
+            f"- placement: {self.pins.note}; with two replicas nothing is pinned (on one CPU "
+            "together they would only show that CPU saturated, and beside them a pinned "
+            "generator is starved); PostgreSQL is never pinned",
             "- every server runs with its default settings (the Admin API off: replicas on one "
             "machine would share its port)",
             f"- ReportUsage over a fleet of {self.args.fleet:,} instance IDs primed first, so "
