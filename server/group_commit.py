@@ -8,15 +8,14 @@ and nothing else. Callers arriving while it runs wait for it to end and, if
 their reports came too late for it, the first of them leads the next one for
 all.
 
-Once reports have been seen arriving together, a commit carries those that
-arrived over a window counted from the start of the commit before it: the time
-a commit usually takes, plus a gather of GATHER_SECONDS or that usual time if
-longer (at most MAX_GATHER_SECONDS). Under load, one hop and one transaction
-serve many reports, and a store whose commits take round trips (PostgreSQL)
-spends them on several reports at a time instead of a few. A commit that ran
-long has gathered for its whole time, so the next one starts at once: waiting
-as long as a slow commit took, as this once did, made one slow commit the start
-of a run of them.
+Once reports have been seen arriving together, a commit first gives the calls
+in flight time to join it: GATHER_SECONDS, or the time a commit usually takes
+if that is longer (at most MAX_GATHER_SECONDS). Under load, one hop and one
+transaction serve many reports, and a store whose commits take round trips
+(PostgreSQL) spends them on several reports at a time instead of a few. The
+usual time is a moving average: gathering for as long as the last commit
+took, as this once did, made one slow commit (PostgreSQL or the host busy for
+a moment) the start of a run of them, each gathering longer and carrying more.
 """
 
 from __future__ import annotations
@@ -48,9 +47,8 @@ class GroupCommit:
         self._offload = offload
         self._gather_seconds = gather_seconds
         self._max_gather_seconds = max_gather_seconds
-        # the usual time a commit takes where it runs, and when (loop time) the last began
+        # the usual time a commit takes where it runs
         self._commit_seconds = 0.0
-        self._last_began = 0.0
         self._committing = False
         # one future per caller waiting for the running commit to end: a caller that gives
         # up cancels its own, never the others'
@@ -81,23 +79,17 @@ class GroupCommit:
 
     @property
     def gather_seconds(self) -> float:
-        """How long, beyond the time a commit usually takes, reports arriving together are
-        given to join the next one."""
+        """How long a commit waits for reports arriving together to join it."""
         return min(max(self._gather_seconds, self._commit_seconds), self._max_gather_seconds)
 
     async def _lead(self) -> None:
         """One commit, run by this caller for every report queued when it starts."""
-        loop = asyncio.get_running_loop()
         self._committing = True
         try:
             if self._together:
                 # calls already received record their reports and join this commit
-                window = self.gather_seconds + self._commit_seconds
-                wait = self._last_began + window - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                await asyncio.sleep(self.gather_seconds)
             self._together = self._waiting > 1
-            self._last_began = loop.time()
             took = await self._offload(self._timed_commit)
             self._commit_seconds += COMMIT_TIME_WEIGHT * (took - self._commit_seconds)
         except asyncio.CancelledError:

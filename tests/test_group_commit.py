@@ -24,11 +24,8 @@ class Queue:
     def __init__(self) -> None:
         self.queued: list[Ticket] = []
         self.commits: list[int] = []
-        self.began: list[float] = []  # when each commit began and ended (time.monotonic)
-        self.ended: list[float] = []
         self.pool: ThreadPoolExecutor | None = None  # the pool commits run in
         self.takes = 0.0  # seconds a commit takes
-        self.schedule: list[float] = []  # or, the next commits one by one
         self._lock = threading.Lock()
 
     def record(self) -> Ticket:
@@ -38,14 +35,12 @@ class Queue:
         return ticket
 
     def commit(self) -> None:
-        self.began.append(time.monotonic())
         with self._lock:
             batch, self.queued = self.queued, []
-        time.sleep(self.schedule.pop(0) if self.schedule else self.takes)
+        time.sleep(self.takes)
         self.commits.append(len(batch))
         for ticket in batch:
             ticket.done = True
-        self.ended.append(time.monotonic())
 
 
 POOL_WORKERS = 2
@@ -162,20 +157,13 @@ def test_reports_arriving_together_gather_as_long_as_a_commit_usually_takes_up_t
     run(scenario)
 
 
-def test_a_commit_that_ran_long_is_followed_at_once_by_the_next() -> None:
+def test_one_slow_commit_does_not_make_the_next_gather_as_long() -> None:
     async def scenario(group: GroupCommit, queue: Queue) -> None:
-        # the fifth commit runs long; gateways keep reporting throughout
-        queue.schedule = [0.0, 0.0, 0.0, 0.0, 0.5]
+        queue.takes = 0.004
+        for _ in range(10):
+            await group.wait(queue.record())
+        queue.takes = 0.2  # PostgreSQL, or the host, busy for a moment
+        await group.wait(queue.record())
+        assert group.gather_seconds < 0.1
 
-        async def gateway() -> None:
-            for _ in range(6):
-                await group.wait(queue.record())
-
-        await asyncio.gather(*(gateway() for _ in range(8)))
-
-    queue = run(scenario, gather_seconds=0.2, max_gather_seconds=0.2)
-    gaps = [began - ended for ended, began in zip(queue.ended[:-1], queue.began[1:], strict=True)]
-    # quick commits of reports arriving together are a gather apart
-    assert max(gaps[:4]) >= 0.15
-    # after the long one, the window since it began has passed: the next starts at once
-    assert gaps[4] < 0.1
+    run(scenario, max_gather_seconds=1.0)
