@@ -91,10 +91,10 @@ ATTEMPTS = 4
 # several transactions, and a dozen replicas writing at once still fit.
 USAGE_BATCH = 500
 # Reading the fleet's live intervals (for GetStatus) costs this process about 0.35 ms of CPU
-# per 1,000 instances (columns as binary arrays, converted in C, then the view built; 1.4 ms
-# a row at a time). A read starts at least this many times its own duration after the last
-# one began, so it takes at most about 1/20 of the time: every half second (the replica
-# sync's pace) up to 25 ms a read, about 70,000 instances on an idle machine.
+# per 1,000 instances (columns as binary arrays, converted in C, then the view built; read a
+# row at a time it took 1.4 ms). A read starts at least this many times its own duration
+# after the last one began, so it takes at most about 1/20 of the time: every half second
+# (the replica sync's pace) up to 25 ms a read, about 70,000 instances on an idle machine.
 FLEET_READ_SPACING = 20
 # ids the tracker gives intervals it opens in a batch, before the database numbers them
 _PROVISIONAL_IDS = -(2**62)

@@ -155,7 +155,7 @@ def resource_name(resource_type: str) -> str:
     return resource_type if PLAIN_RESOURCE_TYPE.fullmatch(resource_type) else quote(resource_type)
 
 
-def action(operation: Operation, resource_type: str) -> str:
+def refused_action(operation: Operation, resource_type: str) -> str:
     """What a denial says was refused: `create route`."""
     return f"{operation.name.lower()} {resource_name(resource_type)}"
 
@@ -405,15 +405,15 @@ class Enforcement:
         elif self.license is None:
             return self._denied(
                 DecisionReason.NO_LICENSE,
-                f"no license is installed: cannot {action(operation, resource_type)}; upload a "
-                "license first",
+                f"no license is installed: cannot {refused_action(operation, resource_type)}; "
+                "upload a license first",
                 now,
             )
         elif now >= self.license_ends_at:
             return self._denied(
                 DecisionReason.LICENSE_EXPIRED,
                 f"license {self.serial_number} ended {iso_time(self.license_ends_at)}: cannot "
-                f"{action(operation, resource_type)}; upload a new license",
+                f"{refused_action(operation, resource_type)}; upload a new license",
                 now,
             )
         elif feature and feature not in self.features:
@@ -429,7 +429,7 @@ class Enforcement:
                 DecisionReason.RESTRICTED,
                 f"restricted: data-plane core usage exceeded the licensed "
                 f"{self.license.max_dp_cores} cores past the 7-day grace period; cannot "
-                f"{action(operation, resource_type)}. Scale the gateways down or upload a "
+                f"{refused_action(operation, resource_type)}. Scale the gateways down or upload a "
                 "license with more cores",
                 now,
             )
