@@ -6,6 +6,7 @@ import math
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -146,6 +147,34 @@ def load_arguments(
         "--server-pid",
         str(server_pid),
     ]
+
+
+def open_loop_arguments(targets: Sequence[str], server_pids: Sequence[int], args: Any) -> list[str]:
+    """The `open-loop` subcommand's arguments: the fleet reporting on its schedule to one
+    server, or to replicas behind a load balancer; prints one JSON line."""
+    return [
+        "open-loop",
+        "--target",
+        *targets,
+        "--fleet",
+        str(args.open_loop_gateways),
+        "--interval",
+        str(args.open_loop_interval),
+        "--duration",
+        str(args.open_loop_seconds),
+        "--channels",
+        str(args.open_loop_channels),
+        "--server-pid",
+        *(str(pid) for pid in server_pids),
+    ]
+
+
+def median_and_range(values: Sequence[float], spec: str) -> str:
+    """The median of a run's rounds, with their range when there was more than one round."""
+    middle = format(statistics.median(values), spec)
+    if len(values) == 1:
+        return middle
+    return f"{middle} ({format(min(values), spec)}-{format(max(values), spec)})"
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ and a fleet primed (every instance reported once, so measured reports extend int
 PostgreSQL run gets a fresh schema in the given database, dropped at the end. In every round the
 configurations run one after another, the order reversed every other round; figures are
 medians over the rounds. Then the open loop (gateways reporting on a fixed schedule) against
-one PostgreSQL replica, and the nightly evaluation of a filled day on PostgreSQL.
+one PostgreSQL replica and against two, in rounds of its own, and the nightly evaluation of a
+filled day on PostgreSQL.
 
 Placed as the main benchmark places its processes (`--no-pin` turns it off): a lone server
 pinned to one CPU and every load generator to another, so the generator's own work never
@@ -21,7 +22,6 @@ import json
 import os
 import platform
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +45,8 @@ from .common import (
     bench_license,
     free_port,
     load_arguments,
+    median_and_range,
+    open_loop_arguments,
     pinning,
     revision,
 )
@@ -265,30 +267,17 @@ class PostgresBench:
         """The fleet reporting on its schedule, its connections spread over the replicas."""
         gateways = self.args.open_loop_gateways
         self.log(f"open loop: {gateways} gateways over {replicas} PostgreSQL replica(s)")
+        pinned = replicas == 1
         with fresh_schema(self.args.database_url) as url:
-            servers = [
-                self.start(f"pg-open-loop-{n}", url, pinned=replicas == 1) for n in range(replicas)
-            ]
+            servers = [self.start(f"pg-open-loop-{n}", url, pinned=pinned) for n in range(replicas)]
             try:
                 self.prime(servers[0].target, gateways)
-                return self.answer(
-                    self.generator(
-                        [
-                            "open-loop",
-                            "--target",
-                            *(server.target for server in servers),
-                            "--fleet",
-                            str(gateways),
-                            "--interval",
-                            str(self.args.open_loop_interval),
-                            "--duration",
-                            str(self.args.open_loop_seconds),
-                            "--server-pid",
-                            *(str(server.process.pid) for server in servers),
-                        ],
-                        pinned=replicas == 1,
-                    )
+                arguments = open_loop_arguments(
+                    [server.target for server in servers],
+                    [server.process.pid for server in servers],
+                    self.args,
                 )
+                return self.answer(self.generator(arguments, pinned=pinned))
             finally:
                 self.stop(servers)
 
@@ -302,8 +291,8 @@ class PostgresBench:
                     result = self.closed_loop(name, concurrency)
                     self.results.closed_loop.setdefault((name, concurrency), []).append(result)
         if not self.args.skip_open_loop:
+            replica_counts = self.args.open_loop_replicas
             for round_number in range(self.args.open_loop_rounds):
-                replica_counts = self.args.open_loop_replicas
                 for replicas in replica_counts if round_number % 2 == 0 else replica_counts[::-1]:
                     answer = self.open_loop(replicas)
                     self.results.open_loop.setdefault(replicas, []).append(answer)
@@ -354,8 +343,7 @@ class PostgresBench:
         for (name, concurrency), runs in self.results.closed_loop.items():
 
             def median(key: str, runs: list[dict[str, Any]] = runs) -> str:
-                values = [r[key] for r in runs]
-                return f"{statistics.median(values):,.1f} ({min(values):,.1f}-{max(values):,.1f})"
+                return median_and_range([r[key] for r in runs], ",.1f")
 
             errors = sum(r["errors"] for r in runs)
             lines.append(
@@ -370,7 +358,8 @@ class PostgresBench:
                 "",
                 f"{self.args.open_loop_gateways:,} gateways each reporting every "
                 f"{self.args.open_loop_interval:g} s, sent on a fixed schedule for "
-                f"{self.args.open_loop_seconds:g} s over 8 connections, spread over the "
+                f"{self.args.open_loop_seconds:g} s over {self.args.open_loop_channels} "
+                "connections, spread over the "
                 "replicas as a load balancer would; latency from each call's scheduled moment. "
                 f"{rounds} rounds, the order of the configurations reversed every other round; "
                 "medians over the rounds (min-max). Target: p99 < 50 ms, no errors. Servers' "
@@ -384,11 +373,7 @@ class PostgresBench:
             for replicas, answers in self.results.open_loop.items():
 
                 def spread(key: str, answers: list[dict[str, Any]] = answers) -> str:
-                    values = [a[key] for a in answers]
-                    middle = statistics.median(values)
-                    if len(values) == 1:
-                        return f"{middle:.2f}"
-                    return f"{middle:.2f} ({min(values):.2f}-{max(values):.2f})"
+                    return median_and_range([a[key] for a in answers], ".2f")
 
                 failed: dict[str, int] = {}
                 for answer in answers:

@@ -51,6 +51,7 @@ from .common import (
     free_port,
     load_arguments,
     machine_busy_seconds,
+    open_loop_arguments,
     pinning,
 )
 
@@ -483,21 +484,7 @@ class Bench:
         if self.args.wait_idle > 0:
             self.wait_until_quiet()
         self.open_loop = self._generator(
-            [
-                "open-loop",
-                "--target",
-                server.target,
-                "--fleet",
-                str(self.args.open_loop_gateways),
-                "--interval",
-                str(self.args.open_loop_interval),
-                "--duration",
-                str(self.args.open_loop_seconds),
-                "--channels",
-                str(self.args.open_loop_channels),
-                "--server-pid",
-                str(server.process.pid),
-            ],
+            open_loop_arguments([server.target], [server.process.pid], self.args),
             self.tokens["gateway"],
             timeout=self.args.open_loop_seconds + 120,
         )
